@@ -1,0 +1,79 @@
+"""Running any kind of handler from a plain thread.
+
+A handler may be a function, a coroutine function, a generator function or
+an async generator function, or anything that returns one of those (a
+decorated or partial function). The kind is read from what the call
+returns, so wrappers work. Coroutines run on an event loop owned by the
+calling thread, created on first use (asyncio is not imported for workers
+whose handlers are all sync).
+"""
+
+import inspect
+import threading
+from typing import Any, Iterator, List
+
+
+class ThreadLoops:
+    """One asyncio event loop per thread, created lazily, closed by the owner.
+
+    The owner (the worker, after its pool has shut down; local mode, at the
+    end) calls ``close_all()``: a ThreadPoolExecutor has no per-thread
+    teardown hook.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._loops: List[Any] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> Any:
+        loop = getattr(self._local, "loop", None)
+        if loop is None or loop.is_closed():
+            import asyncio
+
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            self._local.loop = loop
+            with self._lock:
+                self._loops.append(loop)
+        return loop
+
+    def run(self, awaitable: Any) -> Any:
+        """Run a coroutine to completion on this thread's loop."""
+        return self.get().run_until_complete(awaitable)
+
+    def close_all(self) -> None:
+        with self._lock:
+            loops, self._loops = self._loops, []
+        for loop in loops:
+            if loop.is_running() or loop.is_closed():
+                continue  # still in use by a thread that outlived the drain
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+            loop.close()
+
+
+def is_stream(value: Any) -> bool:
+    return inspect.isgenerator(value) or inspect.isasyncgen(value)
+
+
+def iterate(value: Any, loops: ThreadLoops) -> Iterator[Any]:
+    """Yield the items of a sync or async generator from this thread."""
+    if inspect.isgenerator(value):
+        yield from value
+        return
+    loop = loops.get()
+    try:
+        while True:
+            try:
+                item = loop.run_until_complete(value.__anext__())
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        try:
+            loop.run_until_complete(value.aclose())
+        except Exception:  # noqa: BLE001 - the generator's own error already surfaced
+            pass

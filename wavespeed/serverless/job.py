@@ -1,0 +1,163 @@
+"""Jobs and every wire shape of a result.
+
+``normalize_output`` is runpod's table of how a handler's return value
+becomes the body posted to job-done; ``error_result`` is the payload of a
+handler exception; ``encode`` turns a body into bytes exactly once.
+"""
+
+import contextvars
+import json
+import threading
+import traceback
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from .. import __version__
+from .errors import OutputNotSerializable
+
+
+class Job(dict):  # type: ignore[type-arg]
+    """The job dict a handler receives: ``{"id", "input", ...}``.
+
+    It is a plain dict to the handler (``job["input"]``, ``json.dumps(job)``),
+    and also carries the hooks ``progress_update`` needs and a cancellation
+    flag a long-running sync handler may poll: ``job.cancelled.is_set()``.
+    Copies (``copy.deepcopy``, pickle) are plain dicts.
+    """
+
+    __slots__ = ("channel", "cancelled")
+
+    def __init__(self, data: Dict[str, Any], channel: Any = None) -> None:
+        super().__init__(data)
+        self.channel = channel
+        self.cancelled = threading.Event()
+
+    @property
+    def id(self) -> str:
+        return str(self.get("id"))
+
+    def __reduce__(self) -> Any:
+        return (dict, (dict(self),))
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> Dict[str, Any]:
+        import copy
+
+        return copy.deepcopy(dict(self), memo)
+
+    def __copy__(self) -> Dict[str, Any]:
+        return dict(self)
+
+
+# The job the current thread (or task) is running; set by the runner around
+# the handler call. Logging reads the job id from it; progress_update falls
+# back to it when handed a plain-dict copy of the job.
+current_job: "contextvars.ContextVar[Optional[Job]]" = contextvars.ContextVar(
+    "wavespeed_current_job", default=None
+)
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """The one final result of a job, ready to post."""
+
+    job_id: str
+    body: Dict[str, Any]
+    payload: bytes  # body encoded once, UTF-8 JSON
+    is_stream: bool = False
+    stop_pod: bool = False
+    failed: bool = False
+    cancelled: bool = False  # stopped by the platform: nothing is posted
+
+
+def error_text(error: Any) -> str:
+    """A handler's ``error`` value as the string both platforms need."""
+    if isinstance(error, str):
+        return error
+    if isinstance(error, (list, dict, tuple)):
+        try:
+            return json.dumps(error, ensure_ascii=False, default=str)
+        except (TypeError, ValueError):
+            return str(error)
+    return str(error)
+
+
+def normalize_output(value: Any, refresh_worker: bool = False) -> Tuple[Dict[str, Any], bool]:
+    """Turn a handler's return value into the body to post.
+
+    Returns ``(body, stop_pod)``. The caller's value is never mutated.
+    """
+    stop_pod = refresh_worker
+    if isinstance(value, dict):
+        output = dict(value)
+        error = output.pop("error", None)
+        if "refresh_worker" in output:
+            stop_pod = bool(output.pop("refresh_worker")) or stop_pod
+        body: Dict[str, Any] = {}
+        if output:
+            body["output"] = output
+        if error:
+            body["error"] = error_text(error)
+    else:
+        body = {"output": value}
+    if stop_pod:
+        body["stopPod"] = True
+    return body, stop_pod
+
+
+def error_payload(
+    exc: BaseException, worker_id: str, hostname: str, tb: Optional[str] = None
+) -> Dict[str, Any]:
+    """The details of a handler exception, as runpod reports them."""
+    return {
+        "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}"
+        if type(exc).__module__ != "builtins"
+        else type(exc).__qualname__,
+        "error_message": str(exc),
+        "error_traceback": tb
+        if tb is not None
+        else "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+        "hostname": hostname,
+        "worker_id": worker_id,
+        "wavespeed_version": __version__,
+    }
+
+
+def encode(body: Any) -> bytes:
+    """JSON-encode a body once; raise OutputNotSerializable when it cannot be.
+
+    Non-ASCII text is kept as UTF-8. NaN and Infinity are refused: they are
+    not JSON and the platforms' parsers reject them.
+    """
+    try:
+        return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+            "utf-8"
+        )
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise OutputNotSerializable(
+            f"the handler's output cannot be sent as JSON: {exc}", _culprit(body)
+        ) from None
+
+
+def _culprit(value: Any, depth: int = 0) -> str:
+    """Name the first value inside ``value`` that JSON cannot encode."""
+    if depth > 50:
+        return "nested too deeply"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                return type(key).__name__
+            found = _culprit(item, depth + 1)
+            if found:
+                return found
+        return ""
+    if isinstance(value, (list, tuple)):
+        for item in value:
+            found = _culprit(item, depth + 1)
+            if found:
+                return found
+        return ""
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return "float (NaN or Infinity)"
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return ""
+    return type(value).__name__

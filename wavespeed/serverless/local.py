@@ -1,0 +1,100 @@
+"""Local test mode: run one job from ``--test_input`` or ``./test_input.json``.
+
+It goes through the same Runner as the worker; only the source of the job
+(argv or a file) and the destination of its output (stdout/stderr) differ.
+"""
+
+import json
+import os
+import sys
+from typing import Any, Optional, TextIO
+
+from .config import Config
+from .handler import ThreadLoops
+from .job import Job
+from .logs import logger
+from .runner import Runner
+
+log = logger("local")
+
+
+class PrintChannel:
+    """Shows stream chunks and progress updates as log lines as they happen."""
+
+    def __init__(self) -> None:
+        self.chunks = 0
+
+    def send_chunk(self, job: Job, value: Any, payload: bytes) -> None:
+        self.chunks += 1
+        log.info("stream chunk %d: %s", self.chunks, payload.decode("utf-8"))
+
+    def send_progress(self, job: Job, data: Any) -> None:
+        log.info("progress: %s", json.dumps(data, ensure_ascii=False, default=repr))
+
+
+def load_input(config: Config) -> Optional[Any]:
+    """The test job: parsed and checked, or None (the reason is logged)."""
+    if config.test_input is not None:
+        source, raw = "--test_input", config.test_input
+    else:
+        source = os.path.abspath("test_input.json")
+        if not os.path.exists(source):
+            log.error(
+                "no job to run: pass --test_input '{\"input\": {...}}' or create %s "
+                "(or set RUNPOD_WEBHOOK_GET_JOB / WAVERLESS_WEBHOOK_GET_JOB to run as a worker)",
+                source,
+            )
+            return None
+        try:
+            with open(source, encoding="utf-8") as handle:
+                raw = handle.read()
+        except OSError as exc:
+            log.error("cannot read %s: %s", source, exc)
+            return None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        log.error("%s is not valid JSON: %s", source, exc)
+        return None
+    if not isinstance(data, dict) or "input" not in data:
+        log.error('%s must be a JSON object with an "input" key, e.g. {"input": {...}}', source)
+        return None
+    data.setdefault("id", "local_test")
+    return data
+
+
+def run_local(config: Config, stdout: Optional[TextIO] = None) -> int:
+    """Run the test job; print the result as JSON on stdout; return the exit code."""
+    out = stdout or sys.stdout
+    data = load_input(config)
+    if data is None:
+        return 1
+    loops = ThreadLoops()
+    try:
+        job = Job(data, PrintChannel())
+        log.info("running job %s locally", job.id)
+        result = Runner(config, loops).run(job)
+    finally:
+        loops.close_all()
+    print(json.dumps(result.body, ensure_ascii=False, indent=2), file=out)
+    out.flush()
+    if result.stop_pod:
+        log.info("refresh_worker: on a platform the worker would stop after this job")
+    if result.failed:
+        log.error("job %s failed", job.id)
+        return 1
+    if config.test_output is not None:
+        try:
+            expected = json.loads(config.test_output)
+        except ValueError as exc:
+            log.error("--test_output is not valid JSON: %s", exc)
+            return 1
+        if expected != result.body and expected != result.body.get("output"):
+            log.error(
+                "--test_output mismatch: expected %s",
+                json.dumps(expected, ensure_ascii=False),
+            )
+            return 1
+        log.info("--test_output matches")
+    log.info("job %s completed", job.id)
+    return 0

@@ -1,0 +1,117 @@
+"""Logging: runpod-compatible text lines, or JSON lines on a platform.
+
+Text, locally:    ``INFO    | job-123 | message``
+JSON, when an endpoint id is set: ``{"requestId": ..., "message": ..., "level": ...}``
+
+The current job id comes from the ``current_job`` ContextVar, so
+lines logged from handler threads carry it. Nothing is configured at import:
+``setup_logging`` runs inside ``start()``.
+"""
+
+import json
+import logging
+import sys
+from typing import Any, Optional, TextIO
+
+from .config import TRACE, Config
+from .job import current_job
+
+LOGGER_NAME = "wavespeed"
+
+_LEVEL_NAMES = {TRACE: "TRACE", logging.WARNING: "WARN"}
+
+
+def logger(name: str = "") -> logging.Logger:
+    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
+
+
+class LineFormatter(logging.Formatter):
+    """Formats a record as a runpod text line or a JSON line.
+
+    It also masks the API key, should anything ever put it in a message.
+    """
+
+    def __init__(self, json_lines: bool, secret: Optional[str]) -> None:
+        super().__init__()
+        self.json_lines = json_lines
+        self.secret = secret
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message = f"{message}\n{self.formatException(record.exc_info)}"
+        job_id = getattr(record, "job_id", None)
+        if not job_id:
+            job = current_job.get()
+            job_id = job.id if job is not None else None
+        level = _LEVEL_NAMES.get(record.levelno, record.levelname)
+        if self.json_lines:
+            line = json.dumps(
+                {"requestId": job_id, "message": message, "level": level},
+                ensure_ascii=False,
+                default=str,
+            )
+        elif job_id:
+            line = f"{level.ljust(7)} | {job_id} | {message}"
+        else:
+            line = f"{level.ljust(7)} | {message}"
+        if self.secret and self.secret in line:
+            line = line.replace(self.secret, "***")
+        return line
+
+
+def setup_logging(config: Config, stream: Optional[TextIO] = None) -> logging.Handler:
+    """Install our one handler on the ``wavespeed`` logger (replacing a previous one)."""
+    logging.addLevelName(TRACE, "TRACE")
+    log = logger()
+    for old in [h for h in log.handlers if getattr(h, "_wavespeed", False)]:
+        log.removeHandler(old)
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(LineFormatter(config.json_logs, config.api_key))
+    handler._wavespeed = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(config.log_level if config.log_level else logging.DEBUG)
+    if config.log_level == logging.NOTSET:
+        log.disabled = True  # runpod's NOTSET means no logs at all
+    else:
+        log.disabled = False
+    log.propagate = False
+    return handler
+
+
+class JobLogger:
+    """``serverless.log``: runpod's RunPodLogger surface on standard logging.
+
+    ``log.info("message", job_id)`` or ``log.info("message", request_id=...)``;
+    without an id, the current job's id is used.
+    """
+
+    def __init__(self, name: str = "handler") -> None:
+        self._name = name
+
+    def _log(
+        self,
+        level: int,
+        message: Any,
+        job_id: Optional[str] = None,
+        request_id: Optional[str] = None,
+    ) -> None:
+        extra = {"job_id": job_id or request_id}
+        logger(self._name).log(level, "%s", message, extra=extra)
+
+    def trace(self, message: Any, job_id: Optional[str] = None, **kw: Optional[str]) -> None:
+        self._log(TRACE, message, job_id, kw.get("request_id"))
+
+    def debug(self, message: Any, job_id: Optional[str] = None, **kw: Optional[str]) -> None:
+        self._log(logging.DEBUG, message, job_id, kw.get("request_id"))
+
+    def info(self, message: Any, job_id: Optional[str] = None, **kw: Optional[str]) -> None:
+        self._log(logging.INFO, message, job_id, kw.get("request_id"))
+
+    def warn(self, message: Any, job_id: Optional[str] = None, **kw: Optional[str]) -> None:
+        self._log(logging.WARNING, message, job_id, kw.get("request_id"))
+
+    warning = warn
+
+    def error(self, message: Any, job_id: Optional[str] = None, **kw: Optional[str]) -> None:
+        self._log(logging.ERROR, message, job_id, kw.get("request_id"))
