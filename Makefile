@@ -1,34 +1,37 @@
-# Every target runs inside the project's virtualenv (.venv), created on demand.
-PYTHON ?= python3
-VENV   := .venv
-PY     := $(VENV)/bin/python
+# Every target runs inside the project's virtualenv (.venv), made on demand:
+# `make test` and `make test-local` work on a fresh clone with nothing else.
+PYTHON  ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
 HANDLER ?= examples/handler.py
-INPUT  ?=
+INPUT   ?=
 
 .PHONY: install test test-local lint bench bench-quick soak docker-build docker-test clean
 
-$(PY):
-	$(PYTHON) -m venv $(VENV)
+$(STAMP): setup.py setup.cfg
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-
-install: $(PY)
 	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
 
-test: $(PY)
+install: $(STAMP)
+
+test: $(STAMP)
 	$(PY) -m pytest -q
 
 # Run a handler once locally: make test-local INPUT='{"input": {"prompt": "hi"}}'
 # Without INPUT it uses the test_input.json beside the handler.
-test-local: $(PY)
+test-local: $(STAMP)
 	@cd $(dir $(HANDLER)) && if [ -n '$(INPUT)' ]; then \
 		$(abspath $(PY)) $(notdir $(HANDLER)) --test_input '$(INPUT)'; \
 	else \
 		$(abspath $(PY)) $(notdir $(HANDLER)); \
 	fi
 
-lint: $(PY)
-	$(PY) -m compileall -q wavespeed tests examples
-	$(PY) -m pyflakes wavespeed tests examples 2>/dev/null || $(PY) -m pip install -q pyflakes && $(PY) -m pyflakes wavespeed tests examples
+lint: $(STAMP)
+	$(PY) -m pip install -q pyflakes
+	$(PY) -m pyflakes wavespeed tests examples bench
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

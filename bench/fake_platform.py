@@ -28,7 +28,7 @@ The bench drives it through control routes on the same port:
     POST /_ctl/quit
 
 All times are time.monotonic() (CLOCK_MONOTONIC, comparable across the
-processes of this machine).  Run: python bench/platform.py [--port P]; it
+processes of this machine).  Run: python bench/fake_platform.py [--port P]; it
 prints "LISTENING <port>" on stdout once ready and exits when its parent
 dies or on /_ctl/quit.
 """
