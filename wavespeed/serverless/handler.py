@@ -38,9 +38,24 @@ class ThreadLoops:
                 self._loops.append(loop)
         return loop
 
-    def run(self, awaitable: Any) -> Any:
-        """Run a coroutine to completion on this thread's loop."""
-        return self.get().run_until_complete(awaitable)
+    def run(self, awaitable: Any, job: Any = None) -> Any:
+        """Run a coroutine to completion on this thread's loop.
+
+        With a job, ``job.cancel()`` from another thread cancels it.
+        """
+        import asyncio
+
+        loop = self.get()
+        task = asyncio.ensure_future(awaitable, loop=loop)
+        if job is None:
+            return loop.run_until_complete(task)
+        job.cancel_hook = lambda: loop.call_soon_threadsafe(task.cancel)
+        if job.cancelled.is_set():
+            task.cancel()
+        try:
+            return loop.run_until_complete(task)
+        finally:
+            job.cancel_hook = None
 
     def close_all(self) -> None:
         with self._lock:
@@ -59,21 +74,20 @@ def is_stream(value: Any) -> bool:
     return inspect.isgenerator(value) or inspect.isasyncgen(value)
 
 
-def iterate(value: Any, loops: ThreadLoops) -> Iterator[Any]:
+def iterate(value: Any, loops: ThreadLoops, job: Any = None) -> Iterator[Any]:
     """Yield the items of a sync or async generator from this thread."""
     if inspect.isgenerator(value):
         yield from value
         return
-    loop = loops.get()
     try:
         while True:
             try:
-                item = loop.run_until_complete(value.__anext__())
+                item = loops.run(value.__anext__(), job)
             except StopAsyncIteration:
                 return
             yield item
     finally:
         try:
-            loop.run_until_complete(value.aclose())
-        except Exception:  # noqa: BLE001 - the generator's own error already surfaced
+            loops.run(value.aclose())
+        except BaseException:  # noqa: BLE001 - the generator's own error already surfaced
             pass

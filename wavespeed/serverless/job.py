@@ -10,7 +10,7 @@ import json
 import threading
 import traceback
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .. import __version__
 from .errors import OutputNotSerializable
@@ -25,16 +25,25 @@ class Job(dict):  # type: ignore[type-arg]
     Copies (``copy.deepcopy``, pickle) are plain dicts.
     """
 
-    __slots__ = ("channel", "cancelled")
+    __slots__ = ("channel", "cancelled", "cancel_hook")
 
     def __init__(self, data: Dict[str, Any], channel: Any = None) -> None:
         super().__init__(data)
         self.channel = channel
         self.cancelled = threading.Event()
+        # Set while an async handler's task runs: cancels it from any thread.
+        self.cancel_hook: Optional[Callable[[], None]] = None
 
     @property
     def id(self) -> str:
         return str(self.get("id"))
+
+    def cancel(self) -> None:
+        """Ask the job to stop: sets ``cancelled`` and cancels a running async task."""
+        self.cancelled.set()
+        hook = self.cancel_hook
+        if hook is not None:
+            hook()
 
     def __reduce__(self) -> Any:
         return (dict, (dict(self),))

@@ -64,7 +64,7 @@ class Runner:
         try:
             value = self.config.handler(job)
             if inspect.isawaitable(value):
-                value = self.loops.run(value)
+                value = self.loops.run(value, job)
             if is_stream(value):
                 streaming = True
                 return self._stream(job, value, aggregate)
@@ -79,7 +79,7 @@ class Runner:
     def _stream(self, job: Job, generator: Any, aggregate: List[Any]) -> JobResult:
         stop_pod = self.config.refresh_worker
         channel = job.channel
-        for value in iterate(generator, self.loops):
+        for value in iterate(generator, self.loops, job):
             if isinstance(value, dict):
                 if value.get("error"):
                     # runpod's rule: an error chunk ends the stream and is the result.

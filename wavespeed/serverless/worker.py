@@ -91,6 +91,7 @@ class ActiveJob:
     future: Optional["Future[None]"] = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     final_sent: bool = False
+    stopped: bool = False  # the platform asked to stop it: post nothing
 
 
 def failure(job_id: str, message: str, stop_pod: bool = False) -> JobResult:
@@ -129,6 +130,9 @@ class Worker:
         self._resend_wake = threading.Event()
         self._watch_stop = threading.Event()
         self._watchdog: Optional[threading.Thread] = None
+        self._stopper: Optional[threading.Thread] = None
+        if config.job_stop_url:
+            self._stopper = threading.Thread(target=self._stop_loop, name="wavespeed-job-stop")
         self._stats_lock = threading.Lock()
         self.heartbeat = Heartbeat(self.transport.ping, self.job_ids, config.ping_interval)
         self.health: Optional[HealthServer] = None
@@ -153,6 +157,8 @@ class Worker:
         if self.config.job_timeout:
             self._watchdog = threading.Thread(target=self._watch_loop, name="wavespeed-watchdog")
             self._watchdog.start()
+        if self._stopper is not None:
+            self._stopper.start()
         self._fetcher.start()
 
     def signal_stop(self, reason: str) -> None:
@@ -201,8 +207,9 @@ class Worker:
         """
         self.request_stop(self.stop_reason or "stop")
         log.info("worker stopping (%s)", self.stop_reason)
-        if self._fetcher.is_alive():
-            self._fetcher.join(10)
+        for thread in (self._fetcher, self._stopper):
+            if thread is not None and thread.is_alive():
+                thread.join(10)
         with self._cond:  # jobs taken but not started are still ours to answer
             while self._backlog:
                 self._submit(self._backlog.popleft())
@@ -377,6 +384,7 @@ class Worker:
         self._active[active.job.id] = active
         active.started = time.monotonic()
         active.future = self._pool.submit(self._process, active)
+        self._cond.notify_all()  # wakes the job-stop poller
 
     # -- a pool thread ------------------------------------------------------------
 
@@ -402,7 +410,7 @@ class Worker:
             if active.final_sent:
                 return
             active.final_sent = True
-        if result.cancelled:
+        if result.cancelled or active.stopped:
             log.info("job %s was stopped by the platform; no result is posted", result.job_id)
             return
         self.deliver(result.job_id, result.payload, result.is_stream)
@@ -483,7 +491,40 @@ class Worker:
         if not delivery.ok:
             log.debug("progress update of job %s not delivered", job.id)
 
-    # -- the resender and the watchdog --------------------------------------------
+    # -- the job-stop channel, the resender and the watchdog -----------------------
+
+    def _stop_loop(self) -> None:
+        """Poll RunPod's job-stop channel while jobs run; cancel the listed ones."""
+        backoff = Backoff()
+        while not self._stopping.is_set():
+            with self._cond:
+                while not self._active and not self._stopping.is_set():
+                    self._cond.wait()
+            if self._stopping.is_set():
+                return
+            ids = self.transport.poll_stops()
+            if ids is None:
+                delay = backoff.error()
+            elif not ids:
+                delay = backoff.empty()
+            else:
+                backoff.reset()
+                delay = 0.0
+                self.stop_jobs(ids)
+            if delay:
+                self._stopping.wait(delay)
+
+    def stop_jobs(self, job_ids: List[str]) -> None:
+        """Cancel running jobs by id; their results will not be posted."""
+        for job_id in job_ids:
+            with self._cond:
+                active = self._active.get(job_id)
+            if active is None:
+                continue
+            log.info("the platform stopped job %s", job_id)
+            active.stopped = True
+            active.job.cancel()
+
 
     def _resend_loop(self) -> None:
         while True:
