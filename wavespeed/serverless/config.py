@@ -80,12 +80,13 @@ START_KEYS = frozenset(
 MODES = ("worker", "test", "api", "realtime")
 
 
-def _first(environ: Mapping[str, str], names: Sequence[str]) -> Optional[str]:
+def _first(environ: Mapping[str, str], names: Sequence[str]) -> Tuple[str, Optional[str]]:
+    """The first of ``names`` that is set: ``(name, value)``, else ``(names[0], None)``."""
     for name in names:
         value = environ.get(name)
         if value not in (None, ""):
-            return value
-    return None
+            return name, value
+    return names[0], None
 
 
 def detect_platform(environ: Mapping[str, str]) -> str:
@@ -215,10 +216,11 @@ class Config:
         side = 1 if platform == "waverless" else 0
 
         def env(key: str) -> Optional[str]:
-            return _first(environ, ENV_NAMES[key][side])
+            return _first(environ, ENV_NAMES[key][side])[1]
 
         def env_name(key: str) -> str:
-            return ENV_NAMES[key][side][0]
+            """The variable a value came from (for error messages)."""
+            return _first(environ, ENV_NAMES[key][side])[0]
 
         endpoint_id = env("endpoint_id")
         worker_id = resolve_worker_id(environ, endpoint_id)
@@ -259,7 +261,7 @@ class Config:
 
         level_source, level_value = "", None
         if flags.log_level:
-            level_source, level_value = "--waverless_log_level", flags.log_level
+            level_source, level_value = "--waverless_log_level/--rp_log_level", flags.log_level
         elif env("log_level"):
             level_source, level_value = env_name("log_level"), env("log_level")
         if level_value is not None:

@@ -67,7 +67,7 @@ class HealthServer:
         self._server.daemon_threads = True  # probe connections hold no job
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="wavespeed-health"
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.1}, name="wavespeed-health"
         )
         self._thread.start()
         log.debug("health endpoint on %s:%d/health", self.host, self.port)

@@ -70,11 +70,8 @@ def setup_logging(config: Config, stream: Optional[TextIO] = None) -> logging.Ha
     handler.setFormatter(LineFormatter(config.json_logs, config.api_key))
     handler._wavespeed = True  # type: ignore[attr-defined]
     log.addHandler(handler)
-    log.setLevel(config.log_level if config.log_level else logging.DEBUG)
-    if config.log_level == logging.NOTSET:
-        log.disabled = True  # runpod's NOTSET means no logs at all
-    else:
-        log.disabled = False
+    # runpod's NOTSET means no logs at all (not logging's "inherit").
+    log.setLevel(config.log_level if config.log_level else logging.CRITICAL + 1)
     log.propagate = False
     return handler
 

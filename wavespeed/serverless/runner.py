@@ -11,6 +11,7 @@ import inspect
 import json
 import time
 import traceback
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from .config import Config
@@ -37,6 +38,14 @@ class Channel(Protocol):
         """The handler called ``progress_update(job, data)``."""
 
 
+@dataclass
+class _StreamState:
+    """What a streaming job has produced so far."""
+
+    stop_pod: bool
+    aggregate: List[Any] = field(default_factory=list)
+
+
 class Runner:
     """Calls the handler for one job and turns what happens into a JobResult."""
 
@@ -58,8 +67,7 @@ class Runner:
         return result
 
     def _call(self, job: Job) -> JobResult:
-        stop_pod = self.config.refresh_worker
-        aggregate: List[Any] = []
+        stream = _StreamState(stop_pod=self.config.refresh_worker)
         streaming = False
         try:
             value = self.config.handler(job)
@@ -67,29 +75,32 @@ class Runner:
                 value = self.loops.run(value, job)
             if is_stream(value):
                 streaming = True
-                return self._stream(job, value, aggregate)
-            body, stop_pod = normalize_output(value, stop_pod)
+                return self._stream(job, value, stream)
+            body, stop_pod = normalize_output(value, self.config.refresh_worker)
         except BaseException as exc:  # noqa: BLE001 - SystemExit in a handler must not stop the worker
             if isinstance(exc, JobCancelled) or job.cancelled.is_set():
                 return JobResult(job.id, {}, b"", cancelled=True)
-            body = self._error_body(exc, aggregate if streaming else None)
-            return self._finish(job, body, streaming, stop_pod, True)
+            body = self._error_body(exc, stream.aggregate if streaming else None)
+            if stream.stop_pod:
+                body["stopPod"] = True
+            return self._finish(job, body, streaming, stream.stop_pod, True)
         return self._finish(job, body, False, stop_pod, "error" in body)
 
-    def _stream(self, job: Job, generator: Any, aggregate: List[Any]) -> JobResult:
-        stop_pod = self.config.refresh_worker
+    def _stream(self, job: Job, generator: Any, state: "_StreamState") -> JobResult:
+        """Send each chunk; ``state`` keeps what the error path needs if it raises."""
+        aggregate = state.aggregate
         channel = job.channel
         for value in iterate(generator, self.loops, job):
             if isinstance(value, dict):
                 if value.get("error"):
                     # runpod's rule: an error chunk ends the stream and is the result.
-                    body, stop_pod = normalize_output(value, stop_pod)
+                    body, stop_pod = normalize_output(value, state.stop_pod)
                     if self.config.return_aggregate_stream and "output" not in body:
                         body["output"] = aggregate
                     return self._finish(job, body, True, stop_pod, True)
                 if "refresh_worker" in value:
                     value = dict(value)
-                    stop_pod = bool(value.pop("refresh_worker")) or stop_pod
+                    state.stop_pod = bool(value.pop("refresh_worker")) or state.stop_pod
             payload = encode({"output": value})
             if self.config.return_aggregate_stream:
                 aggregate.append(value)
@@ -98,9 +109,9 @@ class Runner:
             if job.cancelled.is_set():
                 raise JobCancelled(job.id)
         body: Dict[str, Any] = {"output": aggregate if self.config.return_aggregate_stream else []}
-        if stop_pod:
+        if state.stop_pod:
             body["stopPod"] = True
-        return self._finish(job, body, True, stop_pod, False)
+        return self._finish(job, body, True, state.stop_pod, False)
 
     def _error_body(self, exc: BaseException, aggregate: Optional[List[Any]]) -> Dict[str, Any]:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

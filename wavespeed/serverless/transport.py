@@ -273,10 +273,12 @@ class Transport:
             )
         except requests.RequestException:
             return None
-        if response.status_code == 204 or not response.content:
+        if response.status_code == 204:
             return []
         if response.status_code != 200:
             return None
+        if not response.content.strip():
+            return []
         try:
             ids = json.loads(response.content).get("jobsToStop") or []
         except (ValueError, AttributeError):

@@ -1,0 +1,217 @@
+"""Unit tests of job.py: the normalisation table (PROTOCOL §4), error payloads, encoding, Job."""
+
+import copy
+import json
+import pickle
+import threading
+from typing import Any, Dict
+
+import pytest
+
+from wavespeed.serverless.errors import OutputNotSerializable, WavespeedError
+from wavespeed.serverless.job import (
+    Job,
+    JobResult,
+    encode,
+    error_payload,
+    error_text,
+    normalize_output,
+)
+
+pytestmark = pytest.mark.timeout(60)
+
+
+# PROTOCOL §4, row by row: (handler returns, body posted, stopPod).
+TABLE = [
+    pytest.param(None, {"output": None}, False, id="none"),
+    pytest.param({"a": 1}, {"output": {"a": 1}}, False, id="dict"),
+    pytest.param({"output": 1}, {"output": {"output": 1}}, False, id="output-not-unwrapped"),
+    pytest.param({}, {}, False, id="empty-dict"),
+    pytest.param({"error": "x"}, {"error": "x"}, False, id="error"),
+    pytest.param({"error": "x", "b": 2}, {"output": {"b": 2}, "error": "x"}, False, id="error+more"),
+    pytest.param({"error": ""}, {}, False, id="falsy-error"),
+    pytest.param({"error": None, "a": 1}, {"output": {"a": 1}}, False, id="none-error"),
+    pytest.param(
+        {"refresh_worker": True, "a": 1}, {"output": {"a": 1}, "stopPod": True}, True, id="refresh"
+    ),
+    pytest.param({"refresh_worker": False, "a": 1}, {"output": {"a": 1}}, False, id="refresh-false"),
+    pytest.param({"refresh_worker": True}, {"stopPod": True}, True, id="refresh-only"),
+    pytest.param({"refresh_worker": False}, {}, False, id="refresh-false-only"),
+    pytest.param(
+        {"refresh_worker": True, "error": "x"}, {"error": "x", "stopPod": True}, True, id="refresh+error"
+    ),
+    pytest.param([1, "two"], {"output": [1, "two"]}, False, id="list"),
+    pytest.param([], {"output": []}, False, id="empty-list"),
+    pytest.param("text", {"output": "text"}, False, id="str"),
+    pytest.param("", {"output": ""}, False, id="empty-str"),
+    pytest.param(3, {"output": 3}, False, id="int"),
+    pytest.param(2.5, {"output": 2.5}, False, id="float"),
+    pytest.param(0, {"output": 0}, False, id="zero"),
+    pytest.param(True, {"output": True}, False, id="true"),
+    pytest.param(False, {"output": False}, False, id="false"),
+]
+
+
+@pytest.mark.parametrize("value, body, stop_pod", TABLE)
+def test_normalization_table(value: Any, body: Dict[str, Any], stop_pod: bool) -> None:
+    before = copy.deepcopy(value)
+    got_body, got_stop = normalize_output(value)
+    assert got_body == body
+    assert got_stop is stop_pod
+    assert value == before  # the user's value is never mutated
+
+
+@pytest.mark.parametrize("value, body, stop_pod", TABLE)
+def test_refresh_worker_from_config_adds_stop_pod(
+    value: Any, body: Dict[str, Any], stop_pod: bool
+) -> None:
+    got_body, got_stop = normalize_output(value, refresh_worker=True)
+    assert got_stop is True
+    assert got_body == {**body, "stopPod": True}
+
+
+def test_users_dict_is_the_same_object_and_untouched() -> None:
+    nested = {"deep": [1, 2]}
+    value = {"error": "x", "refresh_worker": True, "data": nested}
+    body, _ = normalize_output(value)
+    assert value == {"error": "x", "refresh_worker": True, "data": nested}
+    assert body["output"] is not value
+
+
+@pytest.mark.parametrize(
+    "error",
+    [["bad", "input"], {"code": 3, "why": "bad"}, {"msg": "héllo"}, ("a", 1)],
+)
+def test_non_string_error_becomes_json_string(error: Any) -> None:
+    body, _ = normalize_output({"error": error})
+    assert isinstance(body["error"], str)
+    assert json.loads(body["error"]) == json.loads(json.dumps(error))
+
+
+def test_non_string_error_keeps_non_ascii() -> None:
+    body, _ = normalize_output({"error": {"msg": "héllo"}})
+    assert "héllo" in body["error"]
+
+
+@pytest.mark.parametrize("error, text", [(42, "42"), (True, "True"), (3.5, "3.5")])
+def test_scalar_error_becomes_string(error: Any, text: str) -> None:
+    assert normalize_output({"error": error})[0] == {"error": text}
+
+
+def test_error_text_keeps_strings() -> None:
+    assert error_text("plain") == "plain"
+
+
+class CustomError(Exception):
+    pass
+
+
+def _raise(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as caught:  # noqa: BLE001 - the test wants any exception
+        return caught
+
+
+def test_error_payload_keys() -> None:
+    exc = _raise(ValueError("bad input"))
+    payload = error_payload(exc, "worker-1", "host-1")
+    assert {"error_type", "error_message", "error_traceback", "hostname", "worker_id"} <= set(payload)
+    assert payload["error_type"] == "ValueError"
+    assert payload["error_message"] == "bad input"
+    assert "Traceback" in payload["error_traceback"] and "ValueError" in payload["error_traceback"]
+    assert (payload["hostname"], payload["worker_id"]) == ("host-1", "worker-1")
+    assert any(key.endswith("version") for key in payload)
+    json.dumps(payload)  # the payload itself is JSON
+
+
+def test_error_payload_qualifies_non_builtin_types() -> None:
+    payload = error_payload(_raise(CustomError("x")), "w", "h")
+    assert payload["error_type"] == f"{__name__}.CustomError"
+
+
+def test_error_payload_uses_given_traceback() -> None:
+    assert error_payload(ValueError("x"), "w", "h", tb="TB")["error_traceback"] == "TB"
+
+
+# -- encode --------------------------------------------------------------------
+
+
+def test_encode_keeps_non_ascii() -> None:
+    data = encode({"output": "héllo 世界 🚀"})
+    assert "世界 🚀".encode("utf-8") in data
+    assert b"\\u" not in data
+    assert json.loads(data.decode("utf-8")) == {"output": "héllo 世界 🚀"}
+
+
+def test_encode_is_plain_json() -> None:
+    body = {"output": {"a": [1, 2.5, None, True, "s"]}, "stopPod": True}
+    assert json.loads(encode(body)) == body
+
+
+@pytest.mark.parametrize(
+    "body, type_name",
+    [
+        ({"output": float("nan")}, "NaN"),
+        ({"output": [1, float("inf")]}, "Infinity"),
+        ({"output": b"raw bytes"}, "bytes"),
+        ({"output": {"nested": [{1, 2}]}}, "set"),
+        ({"output": object()}, "object"),
+        ({"output": {"k": bytearray(b"x")}}, "bytearray"),
+    ],
+)
+def test_encode_refuses_non_json(body: Any, type_name: str) -> None:
+    with pytest.raises(OutputNotSerializable) as info:
+        encode(body)
+    assert type_name in info.value.value_type
+    assert isinstance(info.value, WavespeedError) and isinstance(info.value, TypeError)
+    assert "JSON" in str(info.value)
+
+
+# -- Job -----------------------------------------------------------------------
+
+
+def test_job_is_a_dict_with_hooks() -> None:
+    channel = object()
+    job = Job({"id": "j1", "input": {"x": 1}, "webhook": "http://hook"}, channel)
+    assert isinstance(job, dict)
+    assert job["input"] == {"x": 1} and job["webhook"] == "http://hook"
+    assert job.id == "j1"
+    assert job.channel is channel
+    assert isinstance(job.cancelled, threading.Event) and not job.cancelled.is_set()
+    assert json.loads(json.dumps(job)) == {"id": "j1", "input": {"x": 1}, "webhook": "http://hook"}
+
+
+def test_job_id_is_a_string() -> None:
+    assert Job({"id": 123, "input": None}).id == "123"
+
+
+@pytest.mark.parametrize(
+    "make_copy",
+    [copy.copy, copy.deepcopy, lambda j: pickle.loads(pickle.dumps(j))],
+    ids=["copy", "deepcopy", "pickle"],
+)
+def test_job_copies_are_plain_dicts(make_copy: Any) -> None:
+    job = Job({"id": "j1", "input": {"x": [1]}}, channel=object())
+    dup = make_copy(job)
+    assert type(dup) is dict
+    assert dup == {"id": "j1", "input": {"x": [1]}}
+
+
+def test_job_deepcopy_is_deep() -> None:
+    job = Job({"id": "j1", "input": {"x": [1]}})
+    dup = copy.deepcopy(job)
+    dup["input"]["x"].append(2)
+    assert job["input"]["x"] == [1]
+
+
+def test_job_result_is_frozen() -> None:
+    result = JobResult("j1", {"output": 1}, b'{"output":1}')
+    assert (result.is_stream, result.stop_pod, result.failed, result.cancelled) == (
+        False,
+        False,
+        False,
+        False,
+    )
+    with pytest.raises(Exception):
+        result.failed = True  # type: ignore[misc]

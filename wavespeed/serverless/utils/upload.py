@@ -1,0 +1,249 @@
+"""Upload a job's output files to S3-compatible storage; get back a URL.
+
+Configured by ``BUCKET_ENDPOINT_URL``, ``BUCKET_ACCESS_KEY_ID`` and
+``BUCKET_SECRET_ACCESS_KEY`` (or a ``bucket_creds`` dict with
+``endpointUrl``, ``accessId``, ``accessSecret``). The functions return a
+presigned GET URL valid for 7 days.
+
+With no bucket configured they behave as runpod's do: the file is copied
+into a local folder (``simulated_uploaded/`` for images, ``local_upload/``
+otherwise) and that relative path is returned, with a warning, so a handler
+runs unchanged on a laptop.
+
+S3 needs boto3, an optional extra: ``pip install 'wavespeed[s3]'``. It is
+imported only when an upload to a configured bucket happens; without it,
+such an upload raises ``MissingExtra`` naming the extra.
+"""
+
+import io
+import mimetypes
+import os
+import shutil
+import time
+import uuid
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..errors import WavespeedError
+from ..logs import logger
+
+__all__ = [
+    "upload_image",
+    "upload_files",
+    "files",
+    "bucket_upload",
+    "upload_file_to_bucket",
+    "upload_in_memory_object",
+    "MissingExtra",
+    "PRESIGN_SECONDS",
+]
+
+log = logger("utils.upload")
+
+PRESIGN_SECONDS = 7 * 24 * 3600
+ENV_ENDPOINT = "BUCKET_ENDPOINT_URL"
+ENV_KEY_ID = "BUCKET_ACCESS_KEY_ID"
+ENV_SECRET = "BUCKET_SECRET_ACCESS_KEY"
+
+
+class MissingExtra(WavespeedError, ImportError):
+    """An optional dependency is needed for this call."""
+
+
+def load_boto3() -> Tuple[Any, Any]:
+    """Import boto3 and botocore's Config class, or explain which extra to install.
+
+    This is the one place boto3 is imported (tests replace ``boto3`` and
+    ``botocore.config`` in ``sys.modules``).
+    """
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError as exc:
+        raise MissingExtra(
+            "uploading to a bucket needs boto3: pip install 'wavespeed[s3]'"
+        ) from exc
+    return boto3, Config
+
+
+def _credentials(bucket_creds: Optional[Mapping[str, Any]]) -> Optional[Tuple[str, str, str]]:
+    if bucket_creds:
+        try:
+            return (
+                str(bucket_creds["endpointUrl"]),
+                str(bucket_creds["accessId"]),
+                str(bucket_creds["accessSecret"]),
+            )
+        except KeyError as exc:
+            raise ValueError(
+                f"bucket_creds needs endpointUrl, accessId and accessSecret; {exc} is missing"
+            ) from None
+    endpoint = os.environ.get(ENV_ENDPOINT)
+    key_id = os.environ.get(ENV_KEY_ID)
+    secret = os.environ.get(ENV_SECRET)
+    if endpoint and key_id and secret:
+        return endpoint, key_id, secret
+    return None
+
+
+def _region(endpoint_url: str) -> Optional[str]:
+    """The region an S3-style endpoint URL names (AWS, Backblaze, DigitalOcean), if any."""
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(endpoint_url).hostname or "").lower()
+    labels = host.split(".")
+    if "s3" in labels:
+        index = labels.index("s3")
+        if index + 1 < len(labels) and labels[index + 1] not in ("amazonaws", "com"):
+            return labels[index + 1]
+    if host.endswith(".digitaloceanspaces.com") and len(labels) >= 3:
+        return labels[-3]
+    return None
+
+
+def _client(creds: Tuple[str, str, str]) -> Any:
+    boto3, Config = load_boto3()
+    endpoint, key_id, secret = creds
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        region_name=_region(endpoint),
+        config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"}),
+    )
+
+
+def _default_bucket() -> str:
+    return time.strftime("%m-%y")  # runpod's default: one bucket per month
+
+
+def _keep_locally(folder: str, name: str, source: Optional[str], data: Optional[bytes]) -> str:
+    log.warning(
+        "no bucket configured (%s, %s, %s); keeping the file in ./%s instead",
+        ENV_ENDPOINT,
+        ENV_KEY_ID,
+        ENV_SECRET,
+        folder,
+    )
+    os.makedirs(folder, exist_ok=True)
+    path = f"{folder}/{os.path.basename(name)}"
+    if source is not None:
+        shutil.copyfile(source, path)
+    else:
+        with open(path, "wb") as out:
+            out.write(data or b"")
+    return path
+
+
+def _presign(client: Any, bucket: str, key: str) -> str:
+    return str(
+        client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS
+        )
+    )
+
+
+def upload_image(
+    job_id: str,
+    image_location: str,
+    result_index: int = 0,
+    results_list: Optional[List[Any]] = None,
+    bucket_name: Optional[str] = None,
+) -> str:
+    """Upload one file as ``<job_id>/<random><ext>``; returns its URL (or local path).
+
+    ``results_list[result_index]`` is set to the same value when given.
+    """
+    extension = os.path.splitext(image_location)[1]
+    name = f"{uuid.uuid4().hex[:8]}{extension}"
+    creds = _credentials(None)
+    if creds is None:
+        location = _keep_locally("simulated_uploaded", name, image_location, None)
+    else:
+        client = _client(creds)
+        bucket = bucket_name or _default_bucket()
+        key = f"{job_id}/{name}"
+        content_type = mimetypes.guess_type(image_location)[0] or (
+            "image/" + extension.lstrip(".") if extension else "application/octet-stream"
+        )
+        with open(image_location, "rb") as body:
+            client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+        location = _presign(client, bucket, key)
+    if results_list is not None:
+        results_list[result_index] = location
+    return location
+
+
+def upload_files(job_id: str, file_list: Sequence[str], bucket_name: Optional[str] = None) -> List[str]:
+    """Upload several files in parallel with ``upload_image``; URLs in input order."""
+    if not file_list:
+        return []
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, len(file_list)), thread_name_prefix="wavespeed-up") as pool:
+        return list(pool.map(lambda path: upload_image(job_id, path, bucket_name=bucket_name), file_list))
+
+
+#: runpod's name for ``upload_files``.
+files = upload_files
+
+
+def bucket_upload(job_id: str, file_list: Sequence[str], bucket_creds: Mapping[str, Any]) -> List[str]:
+    """Upload files to the bucket ``bucket_creds["bucketName"]`` as ``<job_id>/<path>``.
+
+    Returns plain (not presigned) URLs ``<endpointUrl>/<bucketName>/<job_id>/<path>``,
+    as runpod does. Always needs boto3.
+    """
+    if not bucket_creds or "bucketName" not in bucket_creds:
+        raise ValueError("bucket_upload() needs bucket_creds with endpointUrl, accessId, accessSecret and bucketName")
+    creds = _credentials(bucket_creds)
+    assert creds is not None  # non-empty bucket_creds always give credentials or raise
+    bucket = str(bucket_creds["bucketName"])
+    client = _client(creds)
+    urls: List[str] = []
+    for path in file_list:
+        key = f"{job_id}/{path}"
+        with open(path, "rb") as body:
+            client.put_object(Bucket=bucket, Key=key, Body=body)
+        urls.append(f"{creds[0]}/{bucket}/{key}")
+    return urls
+
+
+def upload_file_to_bucket(
+    file_name: str,
+    file_location: str,
+    bucket_creds: Optional[Mapping[str, Any]] = None,
+    bucket_name: Optional[str] = None,
+    prefix: Optional[str] = None,
+    extra_args: Optional[Dict[str, Any]] = None,
+) -> str:
+    """Upload the file at ``file_location`` as ``[prefix/]file_name``; returns a presigned URL."""
+    creds = _credentials(bucket_creds)
+    if creds is None:
+        return _keep_locally("local_upload", file_name, file_location, None)
+    client = _client(creds)
+    bucket = bucket_name or _default_bucket()
+    key = f"{prefix}/{file_name}" if prefix else file_name
+    kwargs: Dict[str, Any] = {"Filename": file_location, "Bucket": bucket, "Key": key}
+    if extra_args:
+        kwargs["ExtraArgs"] = dict(extra_args)
+    client.upload_file(**kwargs)
+    return _presign(client, bucket, key)
+
+
+def upload_in_memory_object(
+    file_name: str,
+    file_data: bytes,
+    bucket_creds: Optional[Mapping[str, Any]] = None,
+    bucket_name: Optional[str] = None,
+    prefix: Optional[str] = None,
+) -> str:
+    """Upload ``file_data`` as ``[prefix/]file_name``; returns a presigned URL."""
+    creds = _credentials(bucket_creds)
+    if creds is None:
+        return _keep_locally("local_upload", file_name, None, bytes(file_data))
+    client = _client(creds)
+    bucket = bucket_name or _default_bucket()
+    key = f"{prefix}/{file_name}" if prefix else file_name
+    client.upload_fileobj(io.BytesIO(bytes(file_data)), bucket, key)
+    return _presign(client, bucket, key)
