@@ -6,6 +6,9 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.installed
 HANDLER ?= examples/handler.py
 INPUT   ?=
+IMAGE       ?= wavespeed-worker:dev
+BASE_IMAGE  ?= python:3.11-slim
+HANDLER_DIR ?= examples
 
 .PHONY: install test test-local lint bench bench-quick soak docker-build docker-test clean
 
@@ -32,6 +35,16 @@ test-local: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m pip install -q pyflakes
 	$(PY) -m pyflakes wavespeed tests examples bench
+
+# Docker needs an engine; these machines have none, so these run elsewhere.
+docker-build:
+	docker build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+		--build-arg HANDLER_DIR=$(HANDLER_DIR) -t $(IMAGE) .
+
+# The image's handler once in local test mode: its test_input.json, then an inline input.
+docker-test: docker-build
+	docker run --rm $(IMAGE)
+	docker run --rm $(IMAGE) python handler.py --test_input '{"input": {"prompt": "docker"}}'
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info

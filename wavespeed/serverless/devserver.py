@@ -126,6 +126,10 @@ class JobStore:
         self.evict()
         return self._jobs.get(job_id)
 
+    def peek(self, job_id: str) -> Optional[JobRecord]:
+        """Like ``get`` without evicting: for the per-chunk path."""
+        return self._jobs.get(job_id)
+
     def add(self, record: JobRecord) -> None:
         """Keep ``record``; make room by dropping the oldest finished job if needed.
 
@@ -325,7 +329,7 @@ class LocalEndpoint:
 
     def send_chunk(self, job: Job, value: Any, payload: bytes) -> None:
         with self._cond:
-            record = self.store.get(job.id)
+            record = self.store.peek(job.id)
             if record is None or record.status != IN_PROGRESS:
                 return  # cancelled or timed out: the chunk is discarded with the result
             record.chunks.append(value)
@@ -333,7 +337,7 @@ class LocalEndpoint:
 
     def send_progress(self, job: Job, data: Any) -> None:
         with self._cond:
-            record = self.store.get(job.id)
+            record = self.store.peek(job.id)
             if record is None or record.status != IN_PROGRESS:
                 log.debug("progress_update for job %s, which is not running; dropped", job.id)
                 return
