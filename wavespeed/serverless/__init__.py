@@ -15,6 +15,7 @@ waitress. All of that happens inside ``start()``.
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
 from .errors import ConfigError, JobCancelled, JobTimeout, OutputNotSerializable, WavespeedError
+from .fitness import register_fitness_check
 from .logs import JobLogger
 from .progress import progress_update
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "start",
     "progress_update",
+    "register_fitness_check",
     "log",
     "Config",
     "ConfigError",
@@ -95,6 +97,10 @@ def _run_worker(settings: "Config") -> None:
     from .signals import SignalGuard
     from .worker import Worker
 
+    from .fitness import run_fitness_checks
+
+    if not run_fitness_checks(settings):
+        sys.exit(1)  # reported unhealthy on the ping URL; no job was taken
     worker = Worker(settings)
     with SignalGuard(worker) as guard:
         worker.start()

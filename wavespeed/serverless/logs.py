@@ -11,6 +11,7 @@ lines logged from handler threads carry it. Nothing is configured at import:
 import json
 import logging
 import sys
+import threading
 from typing import Any, Optional, TextIO
 
 from .config import TRACE, Config
@@ -76,6 +77,36 @@ def setup_logging(config: Config, stream: Optional[TextIO] = None) -> logging.Ha
     return handler
 
 
+# Guards the one-time fallback handler below (a lock holds no state of ours).
+_FALLBACK_LOCK = threading.Lock()
+
+
+def ensure_handler() -> None:
+    """Give the ``wavespeed`` logger a stderr handler if nothing configured one yet.
+
+    A handler logging at import time (``log.info("loading model")``) runs
+    before ``start()``; without this its line would be lost. ``start()``'s
+    ``setup_logging`` replaces this fallback.
+    """
+    base = logger()
+    if base.handlers:
+        return
+    with _FALLBACK_LOCK:
+        if base.handlers:
+            return
+        import os
+
+        endpoint = os.environ.get("RUNPOD_ENDPOINT_ID") or os.environ.get("WAVERLESS_ENDPOINT_ID")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(LineFormatter(bool(endpoint), None))
+        handler._wavespeed = True  # type: ignore[attr-defined]
+        logging.addLevelName(TRACE, "TRACE")
+        if base.level == logging.NOTSET:
+            base.setLevel(logging.INFO)
+        base.addHandler(handler)
+        base.propagate = False
+
+
 class JobLogger:
     """``serverless.log``: runpod's RunPodLogger surface on standard logging.
 
@@ -93,6 +124,7 @@ class JobLogger:
         job_id: Optional[str] = None,
         request_id: Optional[str] = None,
     ) -> None:
+        ensure_handler()
         extra = {"job_id": job_id or request_id}
         logger(self._name).log(level, "%s", message, extra=extra)
 

@@ -19,6 +19,7 @@ from .errors import JobCancelled, OutputNotSerializable
 from .handler import ThreadLoops, is_stream, iterate
 from .job import Job, JobResult, current_job, encode, error_payload, normalize_output
 from .logs import logger
+from .utils.debugger import Timings, collecting
 
 try:  # Protocol is 3.8+, but keep the import cheap and explicit
     from typing import Protocol
@@ -54,15 +55,20 @@ class Runner:
         self.loops = loops
 
     def run(self, job: Job) -> JobResult:
+        timings = Timings() if self.config.debugger else None
         token = current_job.set(job)
         started = time.perf_counter()
         try:
-            result = self._call(job)
+            with collecting(timings):
+                result = self._call(job)
         finally:
             current_job.reset(token)
-        if self.config.debugger and not result.cancelled:
+        if timings is not None and not result.cancelled:
             body = dict(result.body)
-            body["debugger"] = {"handler_seconds": round(time.perf_counter() - started, 6)}
+            body["debugger"] = {
+                "handler_seconds": round(time.perf_counter() - started, 6),
+                **timings.report(),
+            }
             result = self._finish(job, body, result.is_stream, result.stop_pod, result.failed)
         return result
 

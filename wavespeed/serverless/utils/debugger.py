@@ -127,7 +127,7 @@ class FunctionTimer:
     def __init__(self, function: Callable[..., Any]) -> None:
         self.function = function
         self.name: str = getattr(function, "__name__", repr(function))
-        functools.update_wrapper(self, function)  # type: ignore[arg-type]
+        functools.update_wrapper(self, function)
         self._is_async = inspect.iscoroutinefunction(function)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:

@@ -196,7 +196,8 @@ def _open(url: str, timeout: Tuple[float, float], headers: Mapping[str, str]) ->
         request_headers["Host"] = _authority(host, port, scheme)
         pool_timeout = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         last_error: Optional[BaseException] = None
-        response = pool = None
+        response: Any = None
+        pool: Any = None
         for address in _resolve(host, port, url):
             if scheme == "https":
                 pool = urllib3.HTTPSConnectionPool(

@@ -9,7 +9,7 @@ template with the pod id filled in). A worker may assign either before
 import os
 from typing import Any, Dict, Mapping, Optional
 
-__all__ = ["JOB_DONE_URL", "JOB_STREAM_URL", "environ_with_overrides"]
+__all__ = ["environ_with_overrides"]  # JOB_DONE_URL and JOB_STREAM_URL are read lazily
 
 # attribute -> (RunPod variable, Waverless variable, runpod's placeholder when unset)
 _URLS = {

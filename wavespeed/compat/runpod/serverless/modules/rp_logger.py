@@ -11,20 +11,15 @@ the first call installs a plain stderr handler so the line is not lost;
 """
 
 import logging
-import os
-import sys
-import threading
 from typing import Any, Optional, Union
 
-from wavespeed.serverless.config import LOG_LEVELS, TRACE
+from wavespeed.serverless.config import LOG_LEVELS
 from wavespeed.serverless.logs import LOGGER_NAME
-from wavespeed.serverless.logs import JobLogger, LineFormatter
+from wavespeed.serverless.logs import JobLogger, ensure_handler
 
 __all__ = ["RunPodLogger", "LOG_LEVELS_NAMES"]
 
 LOG_LEVELS_NAMES = ["NOTSET", "TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
-
-_BOOTSTRAP_LOCK = threading.Lock()
 
 
 def _level_number(level: Union[str, int]) -> int:
@@ -44,43 +39,11 @@ def _level_number(level: Union[str, int]) -> int:
     raise ValueError(f"Invalid debug level: {level}")
 
 
-def _ensure_output() -> None:
-    """Give the ``wavespeed`` logger a handler if nothing will print its records yet."""
-    base = logging.getLogger(LOGGER_NAME)
-    if base.handlers or logging.getLogger().handlers:
-        return
-    with _BOOTSTRAP_LOCK:
-        if base.handlers:
-            return
-        handler = logging.StreamHandler(sys.stderr)
-        json_lines = bool(os.environ.get("RUNPOD_ENDPOINT_ID") or os.environ.get("WAVERLESS_ENDPOINT_ID"))
-        handler.setFormatter(LineFormatter(json_lines, None))
-        handler._wavespeed = True  # type: ignore[attr-defined]  # start() replaces it
-        logging.addLevelName(TRACE, "TRACE")
-        level = os.environ.get("RUNPOD_LOG_LEVEL") or os.environ.get("RUNPOD_DEBUG_LEVEL") or "INFO"
-        try:
-            base.setLevel(_level_number(level))
-        except ValueError:
-            base.setLevel(logging.INFO)
-        base.addHandler(handler)
-        base.propagate = False
-
-
 class RunPodLogger(JobLogger):
     """runpod's logger surface; every instance logs to the same place."""
 
     def __init__(self) -> None:
         super().__init__("handler")
-
-    def _log(
-        self,
-        level: int,
-        message: Any,
-        job_id: Optional[str] = None,
-        request_id: Optional[str] = None,
-    ) -> None:
-        _ensure_output()
-        super()._log(level, message, job_id, request_id)
 
     def log(self, message: Any, message_level: str = "INFO", job_id: Optional[str] = None) -> None:
         """Log at a level given by name (``"INFO"``, ``"WARN"``, ``"TIP"``, ...)."""
@@ -89,10 +52,10 @@ class RunPodLogger(JobLogger):
     def set_level(self, new_level: Union[str, int]) -> None:
         """Change the level of every wavespeed log line (a name, or runpod's index 0-5)."""
         number = _level_number(new_level)
-        _ensure_output()
+        ensure_handler()
         base = logging.getLogger(LOGGER_NAME)
-        base.setLevel(number)
-        base.disabled = number == logging.NOTSET
+        # NOTSET means silence, as in setup_logging.
+        base.setLevel(number if number != logging.NOTSET else logging.CRITICAL + 1)
 
     def secret(self, secret_name: str, secret: Any) -> None:
         """Log that a secret is set, showing only its first and last characters."""
