@@ -36,6 +36,14 @@ lint: $(STAMP)
 	$(PY) -m pip install -q pyflakes
 	$(PY) -m pyflakes wavespeed tests examples bench
 
+# The benchmark against runpod 1.12.0 and wavespeed 1.0.14 (each in its own
+# virtualenv under ~/.cache/wavespeed-bench, made on first use).
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+bench-quick: $(STAMP)
+	$(PY) bench/run.py --quick
+
 # Docker needs an engine; these machines have none, so these run elsewhere.
 docker-build:
 	docker build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \

@@ -1,9 +1,10 @@
 """The SDKs under test, each in its own virtualenv.
 
 - ours:      the checkout this file lives in.  Uses <repo>/.venv/bin/python
-             when it exists, else a venv under the cache folder with
-             `pip install -e <repo>`.  The checkout is put first on
-             PYTHONPATH so the worker always runs this tree's code.
+             (made by `make install`) when it exists, else a venv under the
+             cache folder holding the project's dependencies (setup.cfg).
+             The checkout is put first on PYTHONPATH either way, so the
+             worker always runs this tree's code.
 - runpod:    runpod==1.12.0 from the package index.
 - wavespeed: wavespeed==1.0.14 from the package index (same import name as
              ours, hence a venv of its own).
@@ -60,7 +61,7 @@ def _make_venv(path, install_args, stamp):
         return
     if path.exists():
         shutil.rmtree(path)
-    _log("creating venv %s (%s) ..." % (path, " ".join(install_args)))
+    _log("creating venv %s (pip install %s), first use only ..." % (path, " ".join(install_args)))
     path.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([sys.executable, "-m", "venv", str(path)], check=True)
     pip = [str(path / "bin" / "python"), "-m", "pip", "install", "-q",
@@ -72,6 +73,15 @@ def _make_venv(path, install_args, stamp):
     stamp_file.write_text(stamp)
 
 
+def _project_requirements():
+    import configparser
+
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    raw = cfg.get("options", "install_requires", fallback="")
+    return [line.strip() for line in raw.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
 def prepare(sdk):
     """Make sure the SDK's interpreter exists; fill sdk.python/extra_env."""
     if sdk.name == "ours":
@@ -79,16 +89,16 @@ def prepare(sdk):
         if project_py.exists():
             sdk.python = str(project_py)
         else:
-            tag = hashlib.sha1(str(ROOT).encode()).hexdigest()[:8]
-            venv = CACHE / ("ours-" + tag)
-            _make_venv(venv, ["-e", str(ROOT)], "editable:%s" % ROOT)
+            # no project venv (make creates it): a cache venv with the
+            # project's dependencies only; the code comes from PYTHONPATH, so
+            # nothing is built or written inside the checkout
+            reqs = _project_requirements()
+            tag = hashlib.sha1(("\n".join(reqs)).encode()).hexdigest()[:8]
+            venv = CACHE / ("ours-deps-" + tag)
+            _make_venv(venv, reqs or ["pip"], "deps:" + ";".join(reqs))
             sdk.python = str(venv / "bin" / "python")
-        # the checkout wins over anything installed; bytecode of the checkout
-        # goes to the cache, not into the work tree
-        sdk.extra_env = {
-            "PYTHONPATH": str(ROOT),
-            "PYTHONPYCACHEPREFIX": str(CACHE / "pycache"),
-        }
+        # the checkout wins over anything installed
+        sdk.extra_env = {"PYTHONPATH": str(ROOT)}
     else:
         venv = CACHE / sdk.requirement.replace("==", "-")
         _make_venv(venv, [sdk.requirement], sdk.requirement)

@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -111,6 +112,34 @@ def pids_with_token(token):
     return found
 
 
+def sweep_orphans():
+    """Kill workers left by an earlier bench that was itself killed (SIGKILL
+    leaves e.g. runpod's heartbeat process behind): processes carrying a
+    BENCH_TOKEN whose BENCH_OWNER bench process is gone."""
+    killed = []
+    for pid in _all_pids():
+        try:
+            with open("/proc/%d/environ" % pid, "rb") as f:
+                env = dict(kv.split(b"=", 1) for kv in f.read().split(b"\0") if b"=" in kv)
+        except OSError:
+            continue
+        if b"BENCH_TOKEN" not in env or b"BENCH_OWNER" not in env:
+            continue
+        owner = int(env[b"BENCH_OWNER"])
+        st = _read_stat(owner)
+        if owner == os.getpid() or (st is not None and st["state"] != b"Z"):
+            continue  # its bench is still running
+        me = _read_stat(pid)
+        if me is None or me["state"] == b"Z":
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        except ProcessLookupError:
+            pass
+    return killed
+
+
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -142,6 +171,10 @@ class PlatformProc:
             raise RuntimeError("platform did not start: %r" % line)
         self.port = int(line.split()[1])
         self.ctl = clientmod.Client(self.port)
+
+    def cpu(self):
+        st = _read_stat(self.proc.pid)
+        return st["cpu"] if st else 0.0
 
     def reset(self, mode="longpoll", hold=60.0, limit=1):
         self.ctl.json("POST", "/_ctl/reset", {"mode": mode, "hold": hold, "limit": limit})
@@ -194,6 +227,7 @@ class Worker:
             "BENCH_SDK": sdk.name,
             "BENCH_CONCURRENCY": str(concurrency),
             "BENCH_TOKEN": self.token,
+            "BENCH_OWNER": str(os.getpid()),
         })
         env.update(extra_env or {})
         args = [a.replace("{free_port}", str(free_port())) for a in sdk.extra_args]
@@ -310,7 +344,7 @@ def run_jobs(ctx, sdk, sc):
     stall = 4.0  # seconds without a result -> stalled
     n = sc["n"]
     plat = ctx.platform
-    plat.reset(mode="longpoll", hold=60.0, limit=sc["conc"])
+    plat.reset(mode=ctx.args.take_mode, hold=60.0, limit=sc["conc"])
     env = {}
     if sc["kind"] == "gen":
         env["BENCH_CHUNKS"] = str(sc["chunks"])
@@ -321,6 +355,7 @@ def run_jobs(ctx, sdk, sc):
         res["start_to_first_take_s"] = p["first_req_t"] - w.t_spawn
         time.sleep(0.05)  # let a batch-capable worker settle its first take
         base = w.usage()
+        plat_cpu0 = plat.cpu()
         load = dict(kind=sc["kind"], n=n, prefix=sc["key"])
         if "chunks" in sc:
             load["chunks"] = sc["chunks"]
@@ -361,6 +396,7 @@ def run_jobs(ctx, sdk, sc):
                 status = "too slow"
                 break
         end = w.usage()
+        plat_cpu = plat.cpu() - plat_cpu0
         peak_rss = max(peak_rss, end["rss"])
         if status == "complete":
             time.sleep(0.2)  # a late duplicate would land now
@@ -384,6 +420,9 @@ def run_jobs(ctx, sdk, sc):
         "rss_start_mb": base["rss"] / MB, "rss_end_mb": end["rss"] / MB,
         "rss_main_start_mb": base["rss_main"] / MB, "rss_main_end_mb": end["rss_main"] / MB,
         "rss_peak_mb": peak_rss / MB, "procs": end["procs"],
+        # the fake platform's own CPU over the run: near 100 % would mean it,
+        # not the worker, set the pace
+        "platform_cpu_pct": plat_cpu / max(1e-9, end["t"] - base["t"]) * 100.0,
     })
     if rss_warm is not None:
         res["rss_warm_mb"] = rss_warm["rss"] / MB
@@ -434,17 +473,15 @@ def run_cold(ctx, sdk):
     timed("import %s" % mod)  # warm the bytecode caches
     bare = [timed("pass")[0] for _ in range(reps_import)]
     walls = [timed("import %s" % mod)[0] for _ in range(reps_import)]
+    rss_code = "[l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')][0]"
     code = ("import time; t = time.perf_counter(); import %s; dt = time.perf_counter() - t; "
-            "import re; s = open('/proc/self/status').read(); "
-            "print(dt, re.search(r'VmRSS:\\s+(\\d+)', s).group(1), "
-            "re.search(r'VmRSS:\\s+(\\d+)', s).group(1))" % mod)
+            "print(dt, %s)" % (mod, rss_code))
     inproc, rss = [], []
     for _ in range(reps_import):
         out = timed(code)[1].split()
         inproc.append(float(out[0]))
         rss.append(int(out[1]) / 1024.0)
-    rss_bare = int(timed("import re; print(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status')"
-                         ".read()).group(1))")[1]) / 1024.0
+    rss_bare = int(timed("print(%s)" % rss_code)[1]) / 1024.0
     res.update({
         "python_bare_s": statistics.median(bare),
         "import_wall_s": statistics.median(walls),
@@ -578,7 +615,9 @@ def _fig_rows(spec):
         rows.append((key, "%s: jobs/s" % label, g("jobs_per_s"), "rate", (">=", bar_rate) if bar_rate else None))
         if wall or bar_wall:
             rows.append((key, "%s: wall s" % label, g("wall_s"), "s", ("<=", bar_wall) if bar_wall else None))
-            rows.append((key, "%s: wall / ideal" % label, g("wall_vs_ideal"), "rate", None))
+            if spec[key]["work"]:
+                rows.append((key, "%s: wall / ideal (%gs)" % (label, spec[key]["n"] * spec[key]["work"] / spec[key]["conc"]),
+                             g("wall_vs_ideal"), "rate", None))
         rows.append((key, "%s: take->done p50 ms" % label, lat("p50"), "ms", ("<=", bar_p50) if bar_p50 else None))
         rows.append((key, "%s: take->done p99 ms" % label, lat("p99"), "ms", None))
         if gen:
@@ -587,6 +626,7 @@ def _fig_rows(spec):
         rows.append((key, "%s: lost/dup/wrong" % label, lost, "str", None))
         rows.append((key, "%s: CPU ms/job" % label, lambda r: (r.get("cpu_ms_per_job"), ""), "ms", None))
         rows.append((key, "%s: RSS end MB" % label, lambda r: (r.get("rss_end_mb"), ""), "mb", None))
+        rows.append((key, "%s: platform CPU %%" % label, lambda r: (r.get("platform_cpu_pct"), ""), "pct", None))
 
     jobs("trivial1", "trivial c=1", bar_rate=300, bar_p50=0.8)
     jobs("trivial8", "trivial c=8", bar_rate=600)
@@ -690,6 +730,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer jobs, ours and runpod only (< 2 min)")
     ap.add_argument("--sdk", help="comma list of ours,runpod,wavespeed")
     ap.add_argument("--scenario", help="comma list of " + ",".join(ALL_SCENARIOS))
+    ap.add_argument("--take-mode", choices=["longpoll", "204"], default="longpoll",
+                    help="empty-queue answer in the job scenarios: hold job-take open "
+                         "(RunPod) or 204 at once (Waverless); default longpoll")
     ap.add_argument("--no-capacity", action="store_true", help="skip the platform capacity check")
     ap.add_argument("--check", action="store_true", help="exit 1 when ours misses a bar")
     ap.add_argument("--out", help="JSON output path (default bench/results/<timestamp>.json)")
@@ -710,6 +753,9 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
 
+    stale = sweep_orphans()
+    if stale:
+        log("killed %d worker process(es) left by an earlier, killed bench: %s" % (len(stale), stale))
     stamp = time.strftime("%Y%m%dT%H%M%S")
     logdir = peers.CACHE / "logs" / stamp
     logdir.mkdir(parents=True, exist_ok=True)
@@ -717,19 +763,31 @@ def main(argv=None):
     t_start = mono()
     out = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick,
+        "take_mode": args.take_mode,
         "host": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                  "platform": "bench/fake_platform.py (epoll, HTTP/1.1 keep-alive, own process)"},
         "logs": str(logdir), "sdks": {}, "results": {}, "notes": [],
     }
     spec = scenario_specs(args.quick)
     sdks = []
+    infos = {}
+
+    def prep(n):
+        try:
+            peers.prepare(peers.SDKS[n])
+            infos[n] = peers.verify(peers.SDKS[n])
+        except (Exception, SystemExit) as exc:
+            infos[n] = {"ok": False, "error": str(exc)}
+
+    # venvs install in parallel (first run only); no worker runs yet
+    threads = [threading.Thread(target=prep, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     for n in names:
         sdk = peers.SDKS[n]
-        try:
-            peers.prepare(sdk)
-            info = peers.verify(sdk)
-        except (Exception, SystemExit) as exc:
-            info = {"ok": False, "error": str(exc)}
+        info = infos[n]
         out["sdks"][n] = info
         if not info.get("ok"):
             log("SKIP %s: not runnable: %s" % (n, info.get("error") or info))
