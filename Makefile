@@ -44,6 +44,12 @@ bench: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --quick
 
+# A bounded soak against a fault-injecting loopback platform; exits non-zero on
+# any lost, duplicated or wrong result.
+SOAK_SECONDS ?= 120
+soak: $(STAMP)
+	$(PY) tools/soak.py --duration $(SOAK_SECONDS)
+
 # Docker needs an engine; these machines have none, so these run elsewhere.
 docker-build:
 	docker build -f docker/Dockerfile --build-arg BASE_IMAGE=$(BASE_IMAGE) \

@@ -322,6 +322,9 @@ class Transport:
         if status < 300:
             return Delivery(ok=True, status=status)
         detail = response.text[:300] if response.content else ""
+        if self.config.api_key and self.config.api_key in detail:
+            # A platform or proxy may echo the request back; never pass the key on.
+            detail = detail.replace(self.config.api_key, "***")
         refused = 400 <= status < 500 and status != 429
         return Delivery(ok=False, status=status, refused=refused, detail=detail)
 

@@ -348,9 +348,9 @@ class Worker:
         if result.kind == "empty":
             return self._backoff.empty()
         if result.kind == "throttled":
-            delay = result.retry_after
-            if delay is None:
-                delay = max(5.0, self._backoff.error())
+            # Retry-After is a floor, not the whole wait: "0" must not become a hot loop.
+            floor = 5.0 if result.retry_after is None else result.retry_after
+            delay = max(floor, self._backoff.error())
             log.warning("job-take throttled (429); waiting %.1f s", delay)
             return min(delay, 300.0)
         if result.kind == "error":
