@@ -129,6 +129,8 @@ class Worker:
         self._resender = threading.Thread(target=self._resend_loop, name="wavespeed-resender")
         self._resend_wake = threading.Event()
         self._watch_stop = threading.Event()
+        # Jobs the watchdog gave up on: their threads may still be running.
+        self._abandoned: List[ActiveJob] = []
         self._watchdog: Optional[threading.Thread] = None
         self._stopper: Optional[threading.Thread] = None
         if config.job_stop_url:
@@ -217,6 +219,8 @@ class Worker:
         futures = [a.future for a in pending if a.future is not None]
         _done, not_done = wait_futures(futures, timeout=self.config.drain_timeout)
         stuck = [a for a in pending if a.future in not_done]
+        with self._cond:
+            abandoned = [a for a in self._abandoned if a.future is not None and not a.future.done()]
         for active in stuck:
             self._finalize(
                 active,
@@ -227,7 +231,8 @@ class Worker:
                 ),
             )
             self._release(active)
-        self._pool.shutdown(wait=not stuck, cancel_futures=True)
+        stuck_threads = bool(stuck or abandoned)
+        self._pool.shutdown(wait=not stuck_threads, cancel_futures=True)
         self._watch_stop.set()
         if self._watchdog is not None:
             self._watchdog.join(5)
@@ -238,7 +243,7 @@ class Worker:
             self._resender.join(self.config.result_deadline + 10)
         if self.health is not None:
             self.health.stop()
-        if not stuck:
+        if not stuck_threads:
             self.loops.close_all()
         self.transport.close()
         log.info(
@@ -248,7 +253,7 @@ class Worker:
             self.stats["refused"],
             self.stats["spooled"],
         )
-        return not stuck
+        return not stuck_threads
 
     # -- state read by other threads -------------------------------------------
 
@@ -355,7 +360,8 @@ class Worker:
             return min(delay, 300.0)
         if result.kind == "error":
             delay = self._backoff.error()
-            log.warning("job-take failed (%s); retrying in %.2f s", result.detail, delay)
+            if not self.stopping:  # at shutdown the open take is cut on purpose
+                log.warning("job-take failed (%s); retrying in %.2f s", result.detail, delay)
             return delay
         self._backoff.reset()
         with self._cond:
@@ -581,4 +587,7 @@ class Worker:
                         f"({timeout:g} s)",
                     ),
                 )
+                with self._cond:
+                    self._abandoned = [a for a in self._abandoned if not a.future or not a.future.done()]
+                    self._abandoned.append(active)
                 self._release(active)
