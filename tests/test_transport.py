@@ -22,6 +22,7 @@ from wavespeed.serverless.config import Config
 from wavespeed.serverless.job import encode
 from wavespeed.serverless.transport import (
     Transport,
+    describe,
     job_url,
     parse_jobs,
     result_retry,
@@ -553,3 +554,19 @@ def test_poll_stops_disabled_without_job_take_path(rsps: responses.RequestsMock)
         assert len(rsps.calls) == 0
     finally:
         t.close()
+
+
+def test_describe_names_the_root_cause_without_the_url_noise() -> None:
+    import socket
+
+    # A port that nothing listens on: bind one, note it, close it.
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    with pytest.raises(requests.ConnectionError) as info:
+        requests.get(f"http://127.0.0.1:{port}/x", timeout=2)
+    text = describe(info.value)
+    assert text.startswith("ConnectionError: ")
+    assert "Connection refused" in text
+    assert "Max retries" not in text and "/x" not in text

@@ -78,6 +78,26 @@ def retry_after_seconds(value: Optional[str]) -> Optional[float]:
     return max(0.0, when.timestamp() - time.time())
 
 
+def describe(exc: BaseException) -> str:
+    """A short text for a network error: its type and its root cause.
+
+    requests wraps urllib3's errors two or three deep, each repeating the
+    URL; the log needs only what went wrong ("Connection refused").
+    """
+    root: BaseException = exc
+    for _ in range(10):
+        inner = root.__cause__ or getattr(root, "reason", None)
+        if inner is None and root.args and isinstance(root.args[0], BaseException):
+            inner = root.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        root = inner
+    text = str(root) if root is not exc else str(exc)
+    if ": " in text and root is not exc:
+        text = text.rsplit(": ", 1)[-1]
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
 def result_retry(deadline: float) -> Retry:
     """The retry policy for final results: back off until about ``deadline`` s."""
     backoff_factor, backoff_max = 0.25, 8.0
@@ -270,7 +290,7 @@ class Transport:
                 self.fetch, "GET", url, self.headers(), (CONNECT_TIMEOUT, self.config.fetch_timeout)
             )
         except requests.RequestException as exc:
-            return TakeResult(kind="error", detail=f"{type(exc).__name__}: {exc}")
+            return TakeResult(kind="error", detail=describe(exc))
         status = response.status_code
         if status == 204 or status == 400:  # 400: RunPod under FlashBoot
             return TakeResult(kind="empty")
@@ -355,7 +375,7 @@ class Transport:
                 payload,
             )
         except requests.RequestException as exc:
-            return Delivery(ok=False, detail=f"{type(exc).__name__}: {exc}")
+            return Delivery(ok=False, detail=describe(exc))
         status = response.status_code
         if status < 300:
             return Delivery(ok=True, status=status)
