@@ -8,6 +8,8 @@
 - :func:`free_port`: a port nothing listens on right now (bind 0, close).
 - :func:`capture_logs`: the records the ``wavespeed`` loggers emit (works
   even after ``setup_logging`` turned propagation to the root logger off).
+- :func:`echo`: the handler most tests use; :func:`takes`: every job-take
+  request (single and batch), in arrival order.
 - :class:`WorkerProcess`: a worker script under ``tests/workers/`` run as a
   real subprocess in its own process group, with its output collected and
   the group killed on exit.
@@ -33,6 +35,19 @@ except ImportError:  # tests/ run as a plain directory on sys.path
 
 from wavespeed.serverless.config import Config
 from wavespeed.serverless.worker import Worker
+
+TAKE_ROUTES = ("job-take", "job-take-batch")
+
+
+def echo(job: Dict[str, Any]) -> Dict[str, Any]:
+    """A handler that returns its input."""
+    return {"echo": job["input"]}
+
+
+def takes(fp: FakePlatform) -> List[Any]:
+    """Every job-take request, single or batch, in arrival order."""
+    return sorted((r for route in TAKE_ROUTES for r in fp.requests(route)), key=lambda r: r.time)
+
 
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS_DIR)

@@ -2,7 +2,7 @@
 
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Iterator, Optional
 
 import pytest
 import requests
@@ -13,12 +13,6 @@ except ImportError:  # tests/ run as a plain directory on sys.path
     from fakeplatform import FakePlatform, Fault  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.timeout(20)
-
-
-@pytest.fixture
-def fp() -> Iterator[FakePlatform]:
-    with FakePlatform() as platform:
-        yield platform
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ run, past the drain deadline, a second signal) are pinned by
 import os
 import signal
 import time
-from typing import Any, Dict, Iterator, Set
+from typing import Any, Dict, Set
 
 import pytest
 
@@ -28,12 +28,6 @@ pytestmark = pytest.mark.timeout(90)
 HERE = os.path.dirname(os.path.abspath(__file__))
 MIXED = os.path.join(HERE, "reliability_workers", "mixed_worker.py")
 STARTUP = 20.0  # a cold interpreter importing requests on a busy 2-core machine
-
-
-@pytest.fixture
-def fp() -> Iterator[FakePlatform]:
-    with FakePlatform() as platform:
-        yield platform
 
 
 def worker_env(fp: FakePlatform, tmp_path: Any, **extra: str) -> Dict[str, str]:

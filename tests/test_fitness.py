@@ -32,12 +32,6 @@ def empty_registry() -> Iterator[None]:
     clear_fitness_checks()
 
 
-@pytest.fixture
-def fp() -> Iterator[FakePlatform]:
-    with FakePlatform() as platform:
-        yield platform
-
-
 def config_for(fp: FakePlatform, tmp_path: Any) -> Config:
     env = fp.env(WAVESPEED_SPOOL_DIR=str(tmp_path))
     return Config.from_env(env, [], {"handler": lambda job: None})

@@ -22,10 +22,17 @@ import pytest
 
 try:
     from tests.fakeplatform import FakePlatform, Fault
-    from tests.helpers import Meter, free_port, running_worker, wait_until
+    from tests.helpers import Meter, echo, free_port, running_worker, takes, wait_until
 except ImportError:  # tests/ run as a plain directory on sys.path
     from fakeplatform import FakePlatform, Fault  # type: ignore[no-redef]
-    from helpers import Meter, free_port, running_worker, wait_until  # type: ignore[no-redef]
+    from helpers import (  # type: ignore[no-redef]
+        Meter,
+        echo,
+        free_port,
+        running_worker,
+        takes,
+        wait_until,
+    )
 
 from wavespeed.serverless import transport as transport_module
 from wavespeed.serverless.config import Config
@@ -33,25 +40,6 @@ from wavespeed.serverless.transport import TakeResult, Transport
 from wavespeed.serverless.worker import Worker
 
 pytestmark = pytest.mark.timeout(60)
-
-TAKE_ROUTES = ("job-take", "job-take-batch")
-
-
-@pytest.fixture
-def fp() -> Iterator[FakePlatform]:
-    with FakePlatform() as platform:
-        yield platform
-
-
-def echo(job: Dict[str, Any]) -> Dict[str, Any]:
-    return {"echo": job["input"]}
-
-
-def takes(fp: FakePlatform) -> List[Any]:
-    return sorted(
-        (r for route in TAKE_ROUTES for r in fp.requests(route)), key=lambda r: r.time
-    )
-
 
 def spool_files(directory: Any) -> List[str]:
     try:

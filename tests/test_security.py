@@ -17,19 +17,27 @@ import signal
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Tuple
 
 import pytest
 import requests
 
 try:
     from tests.fakeplatform import FakePlatform, Fault
-    from tests.helpers import WorkerProcess, capture_logs, free_port, running_worker, wait_until
+    from tests.helpers import (
+        WorkerProcess,
+        capture_logs,
+        echo,
+        free_port,
+        running_worker,
+        wait_until,
+    )
 except ImportError:  # tests/ run as a plain directory on sys.path
     from fakeplatform import FakePlatform, Fault  # type: ignore[no-redef]
     from helpers import (  # type: ignore[no-redef]
         WorkerProcess,
         capture_logs,
+        echo,
         free_port,
         running_worker,
         wait_until,
@@ -44,10 +52,6 @@ PACKAGE = os.path.join(os.path.dirname(HERE), "wavespeed")
 MIXED = os.path.join(HERE, "reliability_workers", "mixed_worker.py")
 KEY = "sk-LEAKCHECK-5b1f0e9d7c3a4e21"
 STARTUP = 20.0
-
-
-def echo(job: Dict[str, Any]) -> Dict[str, Any]:
-    return {"echo": job["input"]}
 
 
 def get_health(port: int) -> Tuple[int, bytes]:

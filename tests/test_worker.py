@@ -22,12 +22,22 @@ import pytest
 
 try:
     from tests.fakeplatform import FakePlatform, Fault, Recorded
-    from tests.helpers import Meter, capture_logs, free_port, running_worker, wait_until
+    from tests.helpers import (
+        TAKE_ROUTES,
+        Meter,
+        capture_logs,
+        echo,
+        free_port,
+        running_worker,
+        wait_until,
+    )
 except ImportError:  # tests/ run as a plain directory on sys.path
     from fakeplatform import FakePlatform, Fault, Recorded  # type: ignore[no-redef]
     from helpers import (  # type: ignore[no-redef]
+        TAKE_ROUTES,
         Meter,
         capture_logs,
+        echo,
         free_port,
         running_worker,
         wait_until,
@@ -36,19 +46,6 @@ except ImportError:  # tests/ run as a plain directory on sys.path
 from wavespeed.serverless import progress_update
 
 pytestmark = pytest.mark.timeout(60)
-
-TAKE_ROUTES = ("job-take", "job-take-batch")
-
-
-@pytest.fixture
-def fp() -> Iterator[FakePlatform]:
-    with FakePlatform() as platform:
-        yield platform
-
-
-def echo(job: Dict[str, Any]) -> Dict[str, Any]:
-    return {"echo": job["input"]}
-
 
 def spool_files(directory: Any) -> List[str]:
     try:

@@ -8,7 +8,7 @@ process group is always killed on the way out.
 
 import signal
 import time
-from typing import Any, Callable, Dict, Iterator
+from typing import Any, Callable, Dict
 
 import pytest
 
@@ -23,12 +23,6 @@ pytestmark = pytest.mark.timeout(60)
 
 # A cold interpreter importing requests on a busy 2-core machine.
 STARTUP = 20.0
-
-
-@pytest.fixture
-def fp() -> Iterator[FakePlatform]:
-    with FakePlatform() as platform:
-        yield platform
 
 
 def worker_env(fp: FakePlatform, tmp_path: Any, **extra: str) -> Dict[str, str]:

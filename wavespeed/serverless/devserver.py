@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from .concurrency import MAX_THREADS, Concurrency
 from .config import Config
 from .handler import ThreadLoops
 from .job import Job, JobResult
@@ -55,9 +56,6 @@ TERMINAL = frozenset({COMPLETED, FAILED, CANCELLED, TIMED_OUT})
 # The final statuses a webhook is told about (a cancel came from the caller).
 WEBHOOK_STATUSES = frozenset({COMPLETED, FAILED, TIMED_OUT})
 
-# Pool threads are created lazily, one per running job; this only caps the
-# concurrency a flag or a concurrency_modifier can ask for.
-MAX_THREADS = 256
 MAX_WAIT_SECONDS = 300.0  # the longest a /runsync or /stream ?wait= may hold a request
 ALL_INTERFACES = frozenset({"0.0.0.0", "::", "", "*"})
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -192,8 +190,7 @@ class LocalEndpoint:
         start = self.options.concurrency
         if start is None:
             start = config.realtime_concurrency if config.mode == "realtime" else config.api_concurrency
-        self.concurrency = min(max(1, int(start)), MAX_THREADS)
-        self._modifier_warned = False
+        self._concurrency = Concurrency(config.concurrency_modifier, start)
         self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "timed_out": 0}
         self._pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="wavespeed-api-job")
         self._hooks = ThreadPoolExecutor(4, thread_name_prefix="wavespeed-webhook")
@@ -347,33 +344,13 @@ class LocalEndpoint:
 
     # -- running jobs ---------------------------------------------------------------
 
-    def _current_concurrency(self) -> int:
-        """The flag's value, or what the handler's concurrency_modifier says now."""
-        modifier = self.config.concurrency_modifier
-        if modifier is None:
-            return self.concurrency
-        try:
-            value: Any = modifier(self.concurrency)
-        except Exception as exc:  # noqa: BLE001 - a user bug must not stop the API
-            value = exc
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_THREADS:
-            if value != self.concurrency:
-                log.info("concurrency %d -> %d", self.concurrency, value)
-            self.concurrency = value
-            self._modifier_warned = False
-        elif not self._modifier_warned:
-            self._modifier_warned = True
-            log.warning(
-                "concurrency_modifier returned %r (need an int from 1 to %d); keeping %d",
-                value,
-                MAX_THREADS,
-                self.concurrency,
-            )
-        return self.concurrency
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency.value
 
     def _dispatch(self) -> None:
         # The modifier is user code: call it outside the lock.
-        concurrency = self._current_concurrency()
+        concurrency = self._concurrency.update()
         with self._cond:
             while self._queue and self._busy < concurrency and not self._closing.is_set():
                 record = self._queue.popleft()

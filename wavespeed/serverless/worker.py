@@ -26,6 +26,7 @@ from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from .concurrency import MAX_THREADS, Concurrency
 from .config import Config
 from .handler import ThreadLoops
 from .health import HealthServer
@@ -38,9 +39,6 @@ from .transport import TakeResult, Transport
 
 log = logger("worker")
 
-# Threads are created lazily by the pool, one per concurrently running job,
-# so this is only a ceiling for concurrency_modifier's values.
-MAX_THREADS = 256
 RESEND_INTERVAL = 5.0
 
 
@@ -111,7 +109,7 @@ class Worker:
         self.loops = ThreadLoops()
         self.runner = Runner(config, self.loops)
         self.spool = Spool(config.spool_dir)
-        self.concurrency = 1
+        self._concurrency = Concurrency(config.concurrency_modifier)
         self.exit_code = 0
         self.stop_reason = ""
         self.last_tick = time.monotonic()
@@ -122,7 +120,6 @@ class Worker:
         self._backlog: Deque[ActiveJob] = deque()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._modifier_warned = False
         self._backoff = Backoff()
         self._pool = ThreadPoolExecutor(max_workers=MAX_THREADS, thread_name_prefix="wavespeed-job")
         self._fetcher = threading.Thread(target=self._fetch_loop, name="wavespeed-fetcher")
@@ -149,7 +146,7 @@ class Worker:
             "worker %s starting (%s, concurrency %d)",
             self.config.worker_id,
             self.config.platform,
-            self._modified_concurrency(),
+            self._concurrency.update(),
         )
         if self.health is not None:
             self.health.start()
@@ -257,6 +254,10 @@ class Worker:
 
     # -- state read by other threads -------------------------------------------
 
+    @property
+    def concurrency(self) -> int:
+        return self._concurrency.value
+
     def _count(self, key: str) -> None:
         with self._stats_lock:
             self.stats[key] += 1
@@ -312,32 +313,9 @@ class Worker:
         self.last_tick = time.monotonic()
         return self._accept(result)
 
-    def _modified_concurrency(self) -> int:
-        modifier = self.config.concurrency_modifier
-        if modifier is None:
-            return self.concurrency
-        try:
-            value = modifier(self.concurrency)
-        except Exception as exc:  # noqa: BLE001 - a user bug must not stop the fetcher
-            value = exc
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_THREADS:
-            if value != self.concurrency:
-                log.info("concurrency %d -> %d", self.concurrency, value)
-            self.concurrency = value
-            self._modifier_warned = False
-        elif not self._modifier_warned:
-            self._modifier_warned = True
-            log.warning(
-                "concurrency_modifier returned %r (need an int from 1 to %d); keeping %d",
-                value,
-                MAX_THREADS,
-                self.concurrency,
-            )
-        return self.concurrency
-
     def _wait_for_free_slot(self) -> int:
         while True:
-            concurrency = self._modified_concurrency()
+            concurrency = self._concurrency.update()
             with self._cond:
                 while self._backlog and len(self._active) < concurrency:
                     self._submit(self._backlog.popleft())
