@@ -869,6 +869,64 @@ def test_job_stop_cancels_a_running_job_and_posts_nothing(fp: FakePlatform, tmp_
     assert fp.results(job_id, include_rejected=True) == []  # PROTOCOL 9: nothing is posted
 
 
+def _stoppable_async(started: threading.Event, reached_end: threading.Event) -> Any:
+    async def handler(job: Any) -> Dict[str, Any]:
+        if job["input"]:
+            return {"follow_up": True}
+        started.set()
+        await asyncio.sleep(10)  # cancelled here by the job-stop
+        reached_end.set()
+        return {"finished": True}
+
+    return handler
+
+
+def _stoppable_generator(started: threading.Event, reached_end: threading.Event) -> Any:
+    def handler(job: Any) -> Any:
+        if job["input"]:
+            return
+        for i in range(50):
+            started.set()
+            yield i
+            time.sleep(0.05)  # the runner stops asking once job.cancelled is set
+        reached_end.set()
+
+    return handler
+
+
+def _stoppable_async_generator(started: threading.Event, reached_end: threading.Event) -> Any:
+    async def handler(job: Any) -> Any:
+        yield 0
+        if job["input"]:
+            return
+        started.set()
+        await asyncio.sleep(10)  # cancelled here by the job-stop
+        reached_end.set()
+        yield 1
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "make_handler",
+    [_stoppable_async, _stoppable_generator, _stoppable_async_generator],
+    ids=["async", "generator", "async-generator"],
+)
+def test_job_stop_ends_every_other_handler_kind_and_posts_nothing(
+    fp: FakePlatform, tmp_path: Any, make_handler: Any
+) -> None:
+    started, reached_end = threading.Event(), threading.Event()
+    job_id = fp.add_job({})
+    with running_worker(fp, make_handler(started, reached_end), tmp_path) as run:
+        assert started.wait(5)
+        fp.stop_job(job_id)
+        assert wait_until(lambda: not run.worker.job_ids(), 5), "the stopped job still holds its slot"
+        follow_up = fp.add_job({"after": "stop"})
+        assert fp.wait_for(lambda f: bool(f.results(follow_up)), 10)
+    assert not reached_end.is_set(), "the handler ran to its end"
+    assert fp.results(job_id, include_rejected=True) == []  # PROTOCOL 9: nothing is posted
+
+
 # -- health endpoint (issue 2, item 12) -----------------------------------------------------
 
 
