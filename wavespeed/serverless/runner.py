@@ -12,7 +12,7 @@ import json
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Protocol
 
 from .config import Config
 from .errors import JobCancelled, OutputNotSerializable
@@ -20,11 +20,6 @@ from .handler import ThreadLoops, is_stream, iterate
 from .job import Job, JobResult, current_job, encode, error_payload, normalize_output
 from .logs import logger
 from .utils.debugger import Timings, collecting
-
-try:  # Protocol is 3.8+, but keep the import cheap and explicit
-    from typing import Protocol
-except ImportError:  # pragma: no cover
-    Protocol = object  # type: ignore[assignment,misc]
 
 log = logger("runner")
 
