@@ -14,7 +14,7 @@ waitress. All of that happens inside ``start()``.
 
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
-from .errors import ConfigError, JobCancelled, JobTimeout, OutputNotSerializable, WavespeedError
+from .errors import ConfigError, JobCancelled, OutputNotSerializable, WavespeedError
 from .fitness import register_fitness_check
 from .logs import JobLogger
 from .progress import progress_update
@@ -30,7 +30,6 @@ __all__ = [
     "Config",
     "ConfigError",
     "JobCancelled",
-    "JobTimeout",
     "OutputNotSerializable",
     "WavespeedError",
 ]

@@ -27,15 +27,6 @@ class OutputNotSerializable(WavespeedError, TypeError):
         super().__init__(message)
 
 
-class JobTimeout(WavespeedError):
-    """A handler ran past the per-job timeout."""
-
-    def __init__(self, job_id: str, timeout: float) -> None:
-        self.job_id = job_id
-        self.timeout = timeout
-        super().__init__(f"job {job_id} exceeded the per-job timeout of {timeout:g} s")
-
-
 class JobCancelled(WavespeedError):
     """The platform asked to stop the job (RunPod's job-stop channel)."""
 

@@ -110,7 +110,6 @@ class Worker:
         self.runner = Runner(config, self.loops)
         self.spool = Spool(config.spool_dir)
         self._concurrency = Concurrency(config.concurrency_modifier)
-        self.exit_code = 0
         self.stop_reason = ""
         self.last_tick = time.monotonic()
         self.stats = {"taken": 0, "delivered": 0, "refused": 0, "spooled": 0, "duplicates": 0}
@@ -163,7 +162,7 @@ class Worker:
     def signal_stop(self, reason: str) -> None:
         """Only set the stop flag: what a signal handler may do.
 
-        ``run()`` wakes on the flag and does the rest in the main thread.
+        ``start()``'s main loop wakes on the flag and calls ``stop()`` in the main thread.
         """
         if not self._stopping.is_set():
             self.stop_reason = reason
@@ -182,14 +181,6 @@ class Worker:
 
     def wait_stop_requested(self, timeout: Optional[float] = None) -> bool:
         return self._stopping.wait(timeout)
-
-    def run(self) -> int:
-        """start(), block until a stop is requested, stop(); returns the exit code."""
-        self.start()
-        while not self._stopping.wait(1.0):
-            pass
-        self.stop()
-        return self.exit_code
 
     def stop(self) -> bool:
         """Shut down in one fixed order; returns False when handler threads are stuck.
