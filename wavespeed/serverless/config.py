@@ -205,7 +205,7 @@ SETTINGS: Tuple[Setting, ...] = (
             default=10 * 1024 * 1024, default_doc="10485760 (10 MiB)",
             env=own_env("WAVESPEED_API_MAX_BODY"), flags=_both("api_max_body")),
     Setting("api_allowed_hosts", HOST_LIST,
-            "comma-separated host names the local API answers besides its own",
+            "extra host names the local API accepts in requests (comma-separated)",
             default=(), env=own_env("WAVESPEED_API_ALLOWED_HOSTS"),
             flags=_both("api_allowed_hosts")),
     Setting("api_reload", SWITCH, "restart the local API when a source file changes",
