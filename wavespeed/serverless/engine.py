@@ -17,6 +17,7 @@ decides the result *before* cancelling the handler, so a handler that ends
 because it was cancelled can never replace it.
 """
 
+import dataclasses
 import threading
 import time
 import weakref
@@ -59,14 +60,15 @@ class JobRun:
         "lock",
         "completed",
         "decided",
-        "silent",
         "future",
         "status",
+        "timeout",
         "__weakref__",
     )
 
-    def __init__(self, job: Job, channel: Any) -> None:
+    def __init__(self, job: Job, channel: Any, timeout: Optional[float] = None) -> None:
         self.job = job
+        self.timeout = timeout  # seconds of running before TIMED_OUT (None: no limit)
         self.channel = channel
         self.started = time.monotonic()
         self.ended = 0.0
@@ -75,7 +77,6 @@ class JobRun:
         # A result decided outside the handler (timeout, shutdown): it wins
         # over whatever the cancelled handler returns.
         self.decided: Optional[JobResult] = None
-        self.silent = False  # cancelled by the platform: post nothing
         self.future: Optional["Future[None]"] = None
         self.status = "IN_PROGRESS"
 
@@ -115,10 +116,9 @@ class Engine:
         self._backlog: Deque[JobRun] = deque()
         # Runs whose result is decided but whose handler thread still runs.
         self._abandoned: "weakref.WeakSet[JobRun]" = weakref.WeakSet()
+        # Enforces per-job timeouts; sleeps (no wake-ups) while no job has one.
         self._watch_idle = True
-        self.watchdog: Optional[Role] = None
-        if config.job_timeout:
-            self.watchdog = Role("watchdog", self._sweep, first_delay=None)
+        self.watchdog = Role("watchdog", self._sweep, first_delay=None)
 
     # -- slots ---------------------------------------------------------------------
 
@@ -158,16 +158,23 @@ class Engine:
 
     # -- admitting and running -------------------------------------------------------
 
-    def submit(self, job: Job, preset: Optional[JobResult] = None, force: bool = False) -> Optional[JobRun]:
+    def submit(
+        self,
+        job: Job,
+        preset: Optional[JobResult] = None,
+        force: bool = False,
+        timeout: Optional[float] = None,
+    ) -> Optional[JobRun]:
         """Take responsibility for a job; None when it is already held here.
 
         ``preset`` is a result known before running (a malformed job). A job
         that finds no free slot waits in a backlog (``force`` starts it anyway).
+        ``timeout`` overrides the configured per-job timeout.
         """
         with self._cond:
             if job.id in self._runs or any(r.job.id == job.id for r in self._backlog):
                 return None
-            run = JobRun(job, None)
+            run = JobRun(job, None, timeout if timeout is not None else self.config.job_timeout)
             if preset is not None or force or len(self._runs) < self.concurrency.value:
                 self._admit(run)
             else:
@@ -198,7 +205,7 @@ class Engine:
             job.channel = run.channel
             if self._track is not None:
                 self._track(job, True)
-            if self.watchdog is not None and self._watch_idle:
+            if run.timeout and self._watch_idle:
                 self._watch_idle = False
                 self.watchdog.wake()
             if preset is not None:
@@ -266,11 +273,12 @@ class Engine:
             final: Optional[JobResult] = result
             if run.decided is not None:
                 final = run.decided
-            elif run.silent or result.cancelled:
-                final = None
+            elif result.cancelled:
                 run.status = "CANCELLED"
             else:
                 run.status = "FAILED" if result.failed else "COMPLETED"
+            if final.cancelled:
+                final = None  # cancelled: nothing to post
         run.ended = time.monotonic()
         self._log_end(run)
         if self._track is not None:
@@ -311,49 +319,59 @@ class Engine:
         return True
 
     def cancel(self, job_id: str) -> bool:
-        """The platform cancelled the job: stop it and post nothing."""
+        """Cancel a job: it ends now as CANCELLED (nothing posted), and its handler is cancelled.
+
+        A waiting job leaves the backlog. Returns False when the id is not held
+        or its result is already decided.
+        """
         with self._cond:
             run = self._runs.get(job_id)
             if run is None:
-                for waiting in list(self._backlog):
-                    if waiting.job.id == job_id:
-                        self._backlog.remove(waiting)
-                        return True
-                return False
-        with run.lock:
-            if run.completed:
-                return False
-            run.silent = True
-        run.job.cancel()
-        return True
+                waiting = next((r for r in self._backlog if r.job.id == job_id), None)
+                if waiting is None:
+                    return False
+                self._backlog.remove(waiting)
+        if run is None:
+            waiting.channel = self.destination.open(waiting.job)
+            waiting.status = "CANCELLED"
+            waiting.channel.close(None, lambda r, o: None)
+            return True
+        return self.decide(run, JobResult(job_id, {}, b"", cancelled=True), "CANCELLED")
+
+    def purge(self) -> int:
+        """Cancel every job waiting for a slot; returns how many there were."""
+        with self._cond:
+            waiting = list(self._backlog)
+        return sum(1 for run in waiting if self.cancel(run.job.id))
+
+    @property
+    def waiting(self) -> int:
+        with self._cond:
+            return len(self._backlog)
 
     # -- the watchdog (per-job timeout) ------------------------------------------------
 
     def _sweep(self) -> Optional[float]:
-        timeout = self.config.job_timeout or 0.0
         now = time.monotonic()
         with self._cond:
-            running = [r for r in self._runs.values() if not r.completed]
-            if not running:
+            timed = [r for r in self._runs.values() if r.timeout and not r.completed]
+            if not timed:
                 self._watch_idle = True
                 return None
-        late = [r for r in running if now - r.started >= timeout]
+        late = [r for r in timed if now - r.started >= (r.timeout or 0.0)]
         for run in late:
             log.error(
-                "job %s exceeded the per-job timeout (%g s); reporting it FAILED and freeing "
+                "job %s exceeded its timeout (%g s); reporting it TIMED_OUT and freeing "
                 "its slot (a sync handler's thread is not killed)",
                 run.job.id,
-                timeout,
+                run.timeout,
             )
-            self.decide(
-                run,
-                failure(
-                    run.job.id,
-                    f"TIMED_OUT: the handler ran longer than the per-job timeout ({timeout:g} s)",
-                ),
-                "TIMED_OUT",
+            timed_out = failure(
+                run.job.id,
+                f"TIMED_OUT: the handler ran longer than the per-job timeout ({run.timeout:g} s)",
             )
-        pending = [r.started + timeout for r in running if r not in late]
+            self.decide(run, dataclasses.replace(timed_out, timed_out=True), "TIMED_OUT")
+        pending = [r.started + (r.timeout or 0.0) for r in timed if r not in late]
         return max(0.01, min(pending) - time.monotonic()) if pending else 0.05
 
     # -- shutdown ------------------------------------------------------------------------
@@ -393,9 +411,8 @@ class Engine:
 
     def close(self) -> bool:
         """Stop the watchdog, the pool and the loops; False when handler threads are stuck."""
-        if self.watchdog is not None:
-            self.watchdog.stop()
-            self.watchdog.join(2.0)
+        self.watchdog.stop()
+        self.watchdog.join(2.0)
         stuck = self.threads_stuck
         self._pool.shutdown(wait=not stuck, cancel_futures=True)
         if self.shared is not None:

@@ -76,6 +76,7 @@ class JobResult:
     stop_pod: bool = False
     failed: bool = False
     cancelled: bool = False  # stopped by the platform: nothing is posted
+    timed_out: bool = False  # decided by a per-job timeout
 
 
 def failure(job_id: str, message: str, stop_pod: bool = False) -> JobResult:

@@ -90,8 +90,7 @@ def run_local(config: Config, stdout: Optional[TextIO] = None) -> int:
         return 1
     printer = _Printer()
     engine = Engine(config, printer)
-    if engine.watchdog is not None:
-        engine.watchdog.start()
+    engine.watchdog.start()
     try:
         job = Job(data)
         log.info("running job %s locally", job.id)

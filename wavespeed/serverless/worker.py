@@ -109,8 +109,7 @@ class Worker:
             self.cancel_poller = self.supervisor.add(
                 Role("cancel-poller", self._poll_cancels, first_delay=None)
             )
-        if self.engine.watchdog is not None:
-            self.supervisor.add(self.engine.watchdog)
+        self.supervisor.add(self.engine.watchdog)
         self.health: Optional[HealthServer] = None
         if config.health_port:
             self.health = HealthServer("0.0.0.0", config.health_port, self.health_status)
@@ -199,8 +198,7 @@ class Worker:
             # One last pass over the spool, within the same bound.
             Resender(self.spool, lambda e: self.delivery.resend(e, final_deadline)).turn()
         self.delivery.close()
-        if self.engine.watchdog is not None:
-            self.engine.watchdog.stop()
+        self.engine.watchdog.stop()
         self.heartbeat.stop()
         self.heartbeat.join(2.0)
         if self.health is not None:
