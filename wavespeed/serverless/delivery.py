@@ -30,6 +30,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 from .config import Config
 from .job import Job, JobResult, encode, failure
 from .logs import logger
+from .metrics import NullMetrics
 from .runner import Channel
 from .spool import Spool, SpoolEntry
 
@@ -243,8 +244,10 @@ class Delivery:
         stats: Stats,
         on_spooled: Callable[[], None] = lambda: None,
         max_threads: int = MAX_THREADS,
+        metrics: Optional[NullMetrics] = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or NullMetrics()
         self.transport = transport
         self.spool = spool
         self.stats = stats
@@ -297,6 +300,7 @@ class Delivery:
             delivery = self.transport.post_chunk(box.job_id, message.payload)
             if delivery.ok:
                 self.stats.add("chunks")
+                self.metrics.chunk()
             else:
                 log.warning(
                     "stream chunk of job %s not delivered (%s)",
@@ -385,6 +389,8 @@ class Delivery:
         with self._lock:
             self._open.discard(box)
             self._lock.notify_all()
+        if outcome is not Outcome.DISCARDED:
+            self.metrics.post("refused" if outcome is Outcome.REPLACED else outcome.value)
         if on_done is not None:
             on_done(result, outcome)
 
@@ -397,6 +403,7 @@ class Delivery:
         delivery = self.transport.post_result(entry.job_id, entry.payload, entry.is_stream, deadline=deadline)
         if delivery.ok:
             self.stats.add("delivered")
+            self.metrics.post("retried")
             log.info("re-sent the spooled result of job %s", entry.job_id)
             return True, ""
         if delivery.refused:

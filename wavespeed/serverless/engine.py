@@ -31,6 +31,7 @@ from .eventloop import SharedLoop
 from .handler import ThreadLoops, is_async_handler
 from .job import Job, JobResult, failure
 from .logs import logger
+from .metrics import NullMetrics
 from .roles import Role
 from .runner import Runner
 
@@ -63,6 +64,7 @@ class JobRun:
         "future",
         "status",
         "timeout",
+        "on_loop",
         "__weakref__",
     )
 
@@ -79,6 +81,7 @@ class JobRun:
         self.decided: Optional[JobResult] = None
         self.future: Optional["Future[None]"] = None
         self.status = "IN_PROGRESS"
+        self.on_loop = False  # ran (or continued) on the shared event loop
 
 
 ResultHook = Callable[[JobRun, JobResult, Any], None]
@@ -95,8 +98,10 @@ class Engine:
         initial_concurrency: int = 1,
         on_result: Optional[ResultHook] = None,
         track: Optional[Callable[[Job, bool], None]] = None,
+        metrics: Optional[NullMetrics] = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or NullMetrics()
         self.destination = destination
         self._on_result = on_result
         self._track = track  # told when a job starts (True) and ends (False)
@@ -212,6 +217,7 @@ class Engine:
                 self._complete(run, preset)
             elif self.async_handler:
                 assert self.shared is not None
+                run.on_loop = True
                 self.shared.spawn(
                     lambda: self.runner.run_async(job),
                     lambda task: self._task_done(run, task),
@@ -240,6 +246,7 @@ class Engine:
             # The handler returned a coroutine: the rest runs on the shared loop.
             assert self.shared is not None
             self.concurrency.cap = MAX_ASYNC
+            run.on_loop = True
             self.shared.spawn(
                 lambda: outcome,
                 lambda task: self._task_done(run, task),
@@ -281,6 +288,8 @@ class Engine:
                 final = None  # cancelled: nothing to post
         run.ended = time.monotonic()
         self._log_end(run)
+        kind = ("async" if run.on_loop else "sync") + ("_generator" if result.is_stream else "")
+        self.metrics.job_ended(kind, run.status, run.ended - run.started)
         if self._track is not None:
             self._track(run.job, False)
         run.channel.close(final, lambda r, o: self._left(run, r, o), inline=inline)

@@ -130,7 +130,13 @@ class Supervisor:
     non-zero code so the platform replaces the container.
     """
 
-    def __init__(self, max_restarts: int = 3, window: float = 60.0) -> None:
+    def __init__(
+        self,
+        max_restarts: int = 3,
+        window: float = 60.0,
+        on_restart: Callable[[str], None] = lambda name: None,
+    ) -> None:
+        self._on_restart = on_restart
         self.max_restarts = max_restarts
         self.window = window
         self._roles: List[Role] = []
@@ -165,6 +171,7 @@ class Supervisor:
                 )
             recent.append(now)
             self.restart_count += 1
+            self._on_restart(role.name)
             log.error("the %s thread died (%s); restarting it", role.name, reason)
             role.start()
         return None

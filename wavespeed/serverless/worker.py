@@ -25,6 +25,7 @@ from .health import HealthServer
 from .heartbeat import Heartbeat
 from .job import Job, JobResult, failure
 from .logs import logger
+from .metrics import create_metrics
 from .progress import running_jobs
 from .roles import Role, Supervisor
 from .spool import Resender, Spool
@@ -93,15 +94,27 @@ class Worker:
         self._cancel_failing = False
         self._cancel_idle = True
 
-        self.supervisor = Supervisor()
+        self.metrics = create_metrics()
+        self.supervisor = Supervisor(on_restart=self.metrics.thread_restarted)
         self.resender = Resender(self.spool, self._resend)
         self.delivery = Delivery(
-            config, self.transport, self.spool, self.stats, on_spooled=self._spooled
+            config,
+            self.transport,
+            self.spool,
+            self.stats,
+            on_spooled=self._spooled,
+            metrics=self.metrics,
         )
-        self.engine = Engine(config, self.delivery, on_result=self._on_result, track=self._track)
+        self.engine = Engine(
+            config,
+            self.delivery,
+            on_result=self._on_result,
+            track=self._track,
+            metrics=self.metrics,
+        )
         self.fetcher = self.supervisor.add(Role("fetcher", self.step))
         self.resend_role = self.supervisor.add(Role("resender", self.resender.turn))
-        self.heartbeat = Heartbeat(self.transport.ping, self.job_ids, config.ping_interval)
+        self.heartbeat = Heartbeat(self._ping, self.job_ids, config.ping_interval)
         if config.ping_url:
             self.supervisor.add(self.heartbeat)
         self.cancel_poller: Optional[Role] = None
@@ -113,6 +126,9 @@ class Worker:
         self.health: Optional[HealthServer] = None
         if config.health_port:
             self.health = HealthServer("0.0.0.0", config.health_port, self.health_status)
+        self.metrics.watch(
+            lambda: len(self.engine), lambda: self.concurrency, lambda: len(self.spool)
+        )
 
     # -- lifecycle --------------------------------------------------------------
 
@@ -277,6 +293,7 @@ class Worker:
 
     def _accept(self, result: TakeResult) -> float:
         kind = result.kind
+        self.metrics.take(kind.value)
         if kind is TakeKind.EMPTY:
             return self._backoff.empty()
         if kind is TakeKind.THROTTLED:
@@ -327,6 +344,12 @@ class Worker:
         if result.stop_pod and not self.stopping and outcome is not Outcome.DISCARDED:
             log.info("refresh_worker: stopping after job %s", result.job_id)
             self.request_stop("refresh_worker")
+
+    def _ping(self, job_ids: List[str]) -> bool:
+        ok = bool(self.transport.ping(job_ids))
+        if not ok:
+            self.metrics.heartbeat_failed()
+        return ok
 
     def _spooled(self) -> None:
         self.resend_role.wake()
