@@ -320,7 +320,15 @@ class Delivery:
     def _send_final(self, box: Outbox, result: JobResult) -> None:
         job_id = result.job_id
         deadline = box.final_at + self.config.result_deadline
+        sent = time.monotonic()
         delivery = self.transport.post_result(job_id, result.payload, result.is_stream, deadline=deadline)
+        log.debug(
+            "result of job %s: %s after %.1f ms (%d bytes)",
+            job_id,
+            "delivered" if delivery.ok else delivery.detail or f"HTTP {delivery.status}",
+            (time.monotonic() - sent) * 1000.0,
+            len(result.payload),
+        )
         if delivery.ok:
             self.stats.add("delivered")
             self.finish(box, result, Outcome.DELIVERED)

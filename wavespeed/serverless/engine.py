@@ -65,6 +65,7 @@ class JobRun:
         "status",
         "timeout",
         "on_loop",
+        "taken",
         "__weakref__",
     )
 
@@ -72,7 +73,7 @@ class JobRun:
         self.job = job
         self.timeout = timeout  # seconds of running before TIMED_OUT (None: no limit)
         self.channel = channel
-        self.started = time.monotonic()
+        self.taken = self.started = time.monotonic()
         self.ended = 0.0
         self.lock = threading.Lock()
         self.completed = False
@@ -296,7 +297,13 @@ class Engine:
 
     def _log_end(self, run: JobRun) -> None:
         ms = (run.ended - run.started) * 1000.0
-        log.info("job %s %s in %.0f ms", run.job.id, run.status, ms)
+        waited = run.started - run.taken
+        if waited > 1.0:
+            log.info(
+                "job %s %s in %.0f ms (it waited %.1f s for a slot)", run.job.id, run.status, ms, waited
+            )
+        else:
+            log.info("job %s %s in %.0f ms", run.job.id, run.status, ms)
 
     def _left(self, run: JobRun, result: JobResult, outcome: Any) -> None:
         """The final result has left (delivered, stored, spooled or dropped): free the slot.

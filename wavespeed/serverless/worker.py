@@ -287,8 +287,15 @@ class Worker:
         self.last_tick = time.monotonic()
         if free <= 0:
             return 0.0  # wait_free already waited for a slot (up to a second)
+        asked = time.monotonic()
         result = self.transport.take(free, len(self.engine) > 0)
         self.last_tick = time.monotonic()
+        if result.kind is TakeKind.JOBS:
+            log.debug(
+                "job-take answered in %.1f ms with %d job(s)",
+                (self.last_tick - asked) * 1000.0,
+                len(result.jobs) + len(result.malformed),
+            )
         return self._accept(result)
 
     def _accept(self, result: TakeResult) -> float:
