@@ -8,6 +8,7 @@ Waverless names, chosen by a prefix table), then the dict given to
 
 import logging
 import os
+import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -154,6 +155,7 @@ class Config:
     ping_url: Optional[str] = None
     ping_interval: float = 10.0
     log_level: int = logging.INFO
+    handler_log_level: Optional[int] = None  # the handler's own lines; None: DEBUG, as runpod
     json_logs: bool = False
     concurrency_modifier: Optional[Callable[[int], int]] = None
     return_aggregate_stream: bool = False
@@ -172,6 +174,7 @@ class Config:
     result_deadline: float = 60.0
     spool_dir: str = field(default_factory=lambda: default_spool_dir(os.environ))
     fetch_timeout: float = 100.0  # RunPod long-polls job-take for up to ~90 s
+    started: float = field(default_factory=time.perf_counter, compare=False)  # when start() ran
 
     @property
     def job_stop_url(self) -> Optional[str]:
@@ -265,7 +268,7 @@ class Config:
         elif env("log_level"):
             level_source, level_value = env_name("log_level"), env("log_level")
         if level_value is not None:
-            values["log_level"] = parse_log_level(level_value, level_source)
+            values["log_level"] = values["handler_log_level"] = parse_log_level(level_value, level_source)
 
         realtime = env("realtime_port")
         if realtime:

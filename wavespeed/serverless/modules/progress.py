@@ -1,0 +1,22 @@
+"""``wavespeed.serverless.modules.progress``: wavespeed 1.0's progress functions.
+
+Both send through ``wavespeed.serverless.progress_update`` (ordered per
+job, on the worker's HTTP pool, never after the job's result) and return
+True when the update was taken, False when the job is not running here.
+"""
+
+from typing import Any
+
+from ..progress import progress_update as _progress_update
+
+__all__ = ["progress_update", "async_progress_update"]
+
+
+def progress_update(job: Any, progress: Any) -> bool:
+    """Post ``{"status": "IN_PROGRESS", "output": progress}`` for a running job."""
+    return _progress_update(job, progress) is not False
+
+
+async def async_progress_update(session: Any, job: Any, progress: Any) -> bool:
+    """The same, from async code; ``session`` (1.0's aiohttp session) is not needed and ignored."""
+    return progress_update(job, progress)
