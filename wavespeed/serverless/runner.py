@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Protocol
 from .config import Config
 from .errors import JobCancelled, OutputNotSerializable
 from .handler import ThreadLoops, is_stream, iterate
-from .job import Job, JobResult, current_job, encode, error_payload, normalize_output
+from .job import IMPORTED_AT, Job, JobResult, current_job, encode, error_payload, normalize_output
 from .logs import logger
 from .utils.debugger import Timings, collecting
 
@@ -50,7 +50,9 @@ class Runner:
         self.loops = loops
 
     def run(self, job: Job) -> JobResult:
-        timings = Timings() if self.config.debugger else None
+        # Always a collector: runpod's Checkpoints keep per-job books even
+        # without the debugger; the timers only record when it is on.
+        timings = Timings(enabled=self.config.debugger)
         token = current_job.set(job)
         started = time.perf_counter()
         try:
@@ -58,12 +60,17 @@ class Runner:
                 result = self._call(job)
         finally:
             current_job.reset(token)
-        if timings is not None and not result.cancelled:
+        if self.config.debugger and not result.cancelled:
+            report = timings.report()
+            report["handler_seconds"] = round(time.perf_counter() - started, 6)
+            # runpod's ready delay: from importing the SDK to start().
+            report["ready_delay_ms"] = round((self.config.started - IMPORTED_AT) * 1000.0, 3)
             body = dict(result.body)
-            body["debugger"] = {
-                "handler_seconds": round(time.perf_counter() - started, 6),
-                **timings.report(),
-            }
+            output = body.get("output")
+            if isinstance(output, dict):
+                body["output"] = dict(output, rp_debugger=report)  # where runpod puts it
+            else:
+                body["rp_debugger"] = report  # no dict to put it in: shown beside the output
             result = self._finish(job, body, result.is_stream, result.stop_pod, result.failed)
         return result
 
@@ -117,10 +124,18 @@ class Runner:
     def _error_body(self, exc: BaseException, aggregate: Optional[List[Any]]) -> Dict[str, Any]:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         log.error("handler raised %s: %s", type(exc).__name__, exc)
-        details = error_payload(exc, self.config.worker_id, self.config.hostname, tb)
+        details = error_payload(
+            exc,
+            self.config.worker_id,
+            self.config.hostname,
+            tb,
+            platform=self.config.platform,
+            secrets=(self.config.api_key,),
+        )
         if isinstance(exc, OutputNotSerializable):
-            details["error_message"] = f"{exc} (offending type: {exc.value_type or 'unknown'})"
-        body: Dict[str, Any] = {"error": json.dumps(details, ensure_ascii=False, default=str)}
+            details["error_message"] = f"{details['error_message']} (offending type: {exc.value_type or 'unknown'})"
+        # Encoded as the references encode it (ASCII-escaped); every value was masked before.
+        body: Dict[str, Any] = {"error": json.dumps(details, default=str)}
         if aggregate and self.config.return_aggregate_stream:
             body["output"] = aggregate
         if self.config.refresh_worker:
