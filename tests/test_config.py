@@ -5,7 +5,9 @@ variables of the machine running the tests.
 """
 
 import dataclasses
+import importlib.util
 import logging
+import pathlib
 import re
 import warnings
 from typing import Any, Dict, Iterator, List, Mapping, Optional
@@ -15,6 +17,8 @@ import pytest
 import wavespeed.serverless as serverless
 from wavespeed.serverless.config import TRACE, Config
 from wavespeed.serverless.errors import ConfigError
+from wavespeed.serverless.config import SETTINGS
+from wavespeed.serverless.settings import REQUIRED, Computed
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -507,8 +511,9 @@ def test_bad_health_port_names_variable() -> None:
 
 def test_timeout_defaults() -> None:
     cfg = build(runpod_worker())
-    assert (cfg.drain_timeout, cfg.job_timeout) == (30.0, None)
-    assert cfg.result_deadline > 0
+    # 25 s leaves room to exit inside Kubernetes' 30 s grace period
+    assert (cfg.drain_timeout, cfg.job_timeout, cfg.result_deadline) == (25.0, None, 60.0)
+    assert cfg.sources["drain_timeout"] == "default"
 
 
 def test_timeouts_from_env() -> None:
@@ -521,10 +526,26 @@ def test_timeouts_from_env() -> None:
     assert (cfg.drain_timeout, cfg.job_timeout, cfg.result_deadline) == (5.0, 12.5, 3.0)
 
 
-def test_timeouts_from_start_dict_win_over_env() -> None:
+def test_timeouts_from_start_dict() -> None:
+    cfg = build(runpod_worker(), drain_timeout=2, job_timeout=7, result_deadline=1.5)
+    assert (cfg.drain_timeout, cfg.job_timeout, cfg.result_deadline) == (2.0, 7.0, 1.5)
+    assert cfg.sources["job_timeout"] == "start() key 'job_timeout'"
+
+
+def test_env_wins_over_start_dict_for_timeouts() -> None:
+    # The operator's deployment setting beats the value baked into the code.
     env = runpod_worker(WAVESPEED_DRAIN_TIMEOUT="5", WAVESPEED_JOB_TIMEOUT="12")
     cfg = build(env, drain_timeout=2, job_timeout=7, result_deadline=1.5)
-    assert (cfg.drain_timeout, cfg.job_timeout, cfg.result_deadline) == (2.0, 7.0, 1.5)
+    assert (cfg.drain_timeout, cfg.job_timeout, cfg.result_deadline) == (5.0, 12.0, 1.5)
+    assert cfg.sources["drain_timeout"] == "WAVESPEED_DRAIN_TIMEOUT"
+    assert cfg.sources["result_deadline"] == "start() key 'result_deadline'"
+
+
+def test_empty_env_and_none_start_value_count_as_unset() -> None:
+    cfg = build(runpod_worker(WAVESPEED_DRAIN_TIMEOUT=""), drain_timeout=3)
+    assert (cfg.drain_timeout, cfg.sources["drain_timeout"]) == (3.0, "start() key 'drain_timeout'")
+    cfg = build(runpod_worker(), drain_timeout=None, async_mode=None)
+    assert (cfg.drain_timeout, cfg.async_mode) == (25.0, "shared")
 
 
 def test_job_timeout_zero_means_none() -> None:
@@ -538,6 +559,9 @@ def test_job_timeout_zero_means_none() -> None:
         ({"WAVESPEED_DRAIN_TIMEOUT": "-1"}, {}, "WAVESPEED_DRAIN_TIMEOUT"),
         ({"WAVESPEED_JOB_TIMEOUT": "soon"}, {}, "WAVESPEED_JOB_TIMEOUT"),
         ({}, {"drain_timeout": "later"}, "drain_timeout"),
+        ({}, {"result_deadline": float("nan")}, "result_deadline"),
+        ({}, {"job_timeout": True}, "job_timeout"),
+        ({"WAVESPEED_RESULT_DEADLINE": "inf"}, {}, "WAVESPEED_RESULT_DEADLINE"),
     ],
 )
 def test_bad_timeouts_name_their_source(
@@ -567,3 +591,169 @@ def test_from_env_does_not_touch_the_callers_mappings() -> None:
     snapshot = (dict(env), list(argv), dict(user))
     Config.from_env(env, argv, user)
     assert (env, argv, user) == snapshot
+
+
+def test_spool_dir_is_made_absolute_when_built(tmp_path: Any, monkeypatch: Any) -> None:
+    # A handler's os.chdir must not move the spool of a relative WAVESPEED_SPOOL_DIR.
+    monkeypatch.chdir(tmp_path)
+    cfg = build({"WAVESPEED_SPOOL_DIR": "spool"})
+    monkeypatch.chdir(tmp_path.parent)
+    assert cfg.spool_dir == str(tmp_path / "spool")
+    assert Config(handler=handler, spool_dir="rel").spool_dir == str(tmp_path.parent / "rel")
+
+
+# -- async mode and the local API's settings ---------------------------------
+
+
+def test_async_mode() -> None:
+    assert build({}).async_mode == "shared"
+    assert build({}, async_mode="thread").async_mode == "thread"
+    assert build({"WAVESPEED_ASYNC_MODE": " Thread "}).async_mode == "thread"
+    assert build({"WAVESPEED_ASYNC_MODE": "shared"}, async_mode="thread").async_mode == "shared"
+
+
+@pytest.mark.parametrize(
+    "environ, user, source",
+    [
+        ({"WAVESPEED_ASYNC_MODE": "process"}, {}, "WAVESPEED_ASYNC_MODE"),
+        ({}, {"async_mode": "per-job"}, "start() key 'async_mode'"),
+        ({}, {"async_mode": 1}, "start() key 'async_mode'"),
+    ],
+)
+def test_bad_async_mode_names_its_source(
+    environ: Dict[str, str], user: Dict[str, Any], source: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        build(environ, **user)
+    assert info.value.source == source
+    assert "shared" in str(info.value) and "thread" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "raw, value",
+    [("1", True), ("true", True), ("YES", True), ("on", True), ("0", False), ("False", False),
+     ("no", False), ("off", False)],
+)
+def test_allow_private_webhooks(raw: str, value: bool) -> None:
+    assert build({"WAVESPEED_ALLOW_PRIVATE_WEBHOOKS": raw}).allow_private_webhooks is value
+
+
+def test_bad_yes_no_variable_names_it() -> None:
+    assert build({}).allow_private_webhooks is False
+    with pytest.raises(ConfigError) as info:
+        build({"WAVESPEED_ALLOW_PRIVATE_WEBHOOKS": "maybe"})
+    assert info.value.source == "WAVESPEED_ALLOW_PRIVATE_WEBHOOKS"
+
+
+def test_api_settings_from_env() -> None:
+    cfg = build(
+        {"WAVESPEED_API_MAX_BODY": "2048", "WAVESPEED_API_ALLOWED_HOSTS": " a.test,,b.test , "}
+    )
+    assert (cfg.api_max_body, cfg.api_allowed_hosts) == (2048, ("a.test", "b.test"))
+    assert build({}).api_max_body == 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize("raw", ["1.5", "0", "-1", "ten"])
+def test_bad_api_max_body_names_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        build({"WAVESPEED_API_MAX_BODY": raw})
+    assert info.value.source == "WAVESPEED_API_MAX_BODY"
+
+
+# -- one table, one order: flag > environment > start() key > default --------
+
+# Valid raw values for each setting read from more than one place, with what
+# each becomes: one for each of its sources, in the order flag, environment,
+# start() key. A setting given a second source must get a row here.
+SAMPLES: Dict[str, List[Any]] = {
+    "log_level": [("ERROR", logging.ERROR), ("DEBUG", logging.DEBUG)],
+    "health_port": [("9001", 9001), ("9002", 9002)],
+    "drain_timeout": [("5", 5.0), (2, 2.0)],
+    "job_timeout": [("12", 12.0), (7, 7.0)],
+    "result_deadline": [("3", 3.0), (1.5, 1.5)],
+    "async_mode": [("thread", "thread"), ("shared", "shared")],
+    "api_max_body": [("100", 100), ("200", 200)],
+    "api_allowed_hosts": [("a.test", ("a.test",)), ("b.test", ("b.test",))],
+}
+
+
+def _inputs(setting: Any) -> List[Any]:
+    """``(expected source, argv, environ, start dict)`` for each source the setting has."""
+    inputs = []
+    samples = iter(SAMPLES[setting.name])  # KeyError: add the new setting to SAMPLES
+    if setting.flags:
+        raw, value = next(samples)
+        flag = setting.flags[-1]
+        inputs.append((flag, value, {"argv": [flag, raw]}))
+    if setting.env.all():
+        raw, value = next(samples)
+        name = setting.env.on("runpod")[0]
+        inputs.append((name, value, {"environ": {name: raw}}))
+    if setting.start_key:
+        raw, value = next(samples)
+        source = f"start() key {setting.start_key!r}"
+        inputs.append((source, value, {"user": {setting.start_key: raw}}))
+    return inputs
+
+
+MULTI_SOURCE = [s for s in SETTINGS if (bool(s.flags) + bool(s.env.all()) + bool(s.start_key)) > 1]
+
+
+@pytest.mark.parametrize("setting", MULTI_SOURCE, ids=lambda s: s.name)
+def test_precedence_is_the_same_for_every_setting(setting: Any) -> None:
+    inputs = _inputs(setting)
+    # With every source set, the first wins; take it away and the next one wins.
+    while inputs:
+        given: Dict[str, Any] = {"argv": [], "environ": {}, "user": {}}
+        for _source, _value, part in inputs:
+            given.update(part)
+        cfg = build(given["environ"], given["argv"], **given["user"])
+        source, value, _part = inputs.pop(0)
+        assert (getattr(cfg, setting.name), cfg.sources[setting.name]) == (value, source)
+    assert build({}).sources[setting.name] == "default"
+
+
+def test_a_shadowed_source_is_not_read() -> None:
+    # First match wins: a bad variable under a flag is never parsed.
+    cfg = build(runpod_worker(WAVESPEED_HEALTH_PORT="eighty"), ["--health_port", "9100"])
+    assert cfg.health_port == 9100
+
+
+def test_sources_name_the_variable_that_was_set() -> None:
+    cfg = build(runpod_worker(RUNPOD_DEBUG_LEVEL="DEBUG", RUNPOD_WEBHOOK_JOB_STREAM="http://s/$ID"))
+    assert cfg.sources["log_level"] == "RUNPOD_DEBUG_LEVEL"
+    assert cfg.sources["job_stream_url"] == "RUNPOD_WEBHOOK_JOB_STREAM"
+    assert cfg.sources["worker_id"] == "RUNPOD_POD_ID"
+    assert cfg.sources["handler"] == "start() key 'handler'"
+    assert cfg.sources["hostname"] == "default"
+
+
+def test_every_start_key_of_the_table_is_accepted_without_warning() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build(runpod_worker(), async_mode="thread", job_timeout=5, result_deadline=9,
+              refresh_worker=False, return_aggregate_stream=False, concurrency_modifier=None)
+
+
+def test_the_table_and_config_name_the_same_fields_and_defaults() -> None:
+    table = {s.name: s for s in SETTINGS if s.name != "serve_api"}  # it only picks the mode
+    derived = {"mode", "platform", "json_logs", "fetch_timeout", "sources", "handler_log_level", "started"}
+    config_fields = {f.name: f for f in dataclasses.fields(Config)}
+    assert set(table) == set(config_fields) - derived
+    # A Config built directly (as tests do) gets the same defaults as start().
+    for name, setting in table.items():
+        plain = setting.default is not REQUIRED and not isinstance(setting.default, Computed)
+        if plain:
+            assert config_fields[name].default == setting.default, name
+
+
+def test_readme_tables_match_the_settings_table() -> None:
+    root = pathlib.Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("config_docs", root / "tools" / "config_docs.py")
+    assert spec is not None and spec.loader is not None
+    docs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs)
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert docs.stale_tables(readme) == [], "run: python tools/config_docs.py --write"
+    names = [m.group("name") for m in docs.MARKER.finditer(readme)]
+    assert sorted(names) == sorted(docs.TABLES)  # every table is in the README once

@@ -5,13 +5,29 @@ import os
 import pickle
 import stat
 from pathlib import Path
+from typing import List
 
 import pytest
 
 from wavespeed.serverless.job import encode
-from wavespeed.serverless.spool import Spool
+from wavespeed.serverless.spool import Spool, SpoolEntry
 
 pytestmark = pytest.mark.timeout(60)
+
+
+def entries(spool: Spool) -> List[SpoolEntry]:
+    """Every readable entry, oldest first (claimed one at a time and released)."""
+    found = []
+    for claim in spool.entries():
+        found.append(claim.entry)
+        claim.release()
+    return found
+
+
+def remove(spool: Spool, entry: SpoolEntry) -> None:
+    claim = spool.claim(entry.path)
+    if claim is not None:
+        claim.remove()
 
 
 @pytest.fixture
@@ -25,15 +41,15 @@ def test_round_trip(folder: Path) -> None:
     second = encode({"output": []})
     assert spool.save("job-1", first, False)
     assert spool.save("job-2", second, True)
-    entries = spool.entries()
-    assert [(e.job_id, e.payload, e.is_stream) for e in entries] == [
+    found = entries(spool)
+    assert [(e.job_id, e.payload, e.is_stream) for e in found] == [
         ("job-1", first, False),
         ("job-2", second, True),
     ]
-    spool.remove(entries[0])
-    assert [e.job_id for e in spool.entries()] == ["job-2"]
-    spool.remove(entries[1])
-    assert spool.entries() == []
+    remove(spool, found[0])
+    assert [e.job_id for e in entries(spool)] == ["job-2"]
+    remove(spool, found[1])
+    assert entries(spool) == []
     assert os.listdir(folder) == []
 
 
@@ -41,23 +57,23 @@ def test_oldest_first(folder: Path) -> None:
     spool = Spool(str(folder))
     for i in range(5):
         spool.save(f"job-{i}", b"{}", False)
-    assert [e.job_id for e in spool.entries()] == [f"job-{i}" for i in range(5)]
+    assert [e.job_id for e in entries(spool)] == [f"job-{i}" for i in range(5)]
 
 
 def test_same_job_id_twice_keeps_both(folder: Path) -> None:
     spool = Spool(str(folder))
     spool.save("job-1", b'{"output":1}', False)
     spool.save("job-1", b'{"output":2}', False)
-    assert [e.payload for e in spool.entries()] == [b'{"output":1}', b'{"output":2}']
+    assert [e.payload for e in entries(spool)] == [b'{"output":1}', b'{"output":2}']
 
 
 def test_remove_twice_is_harmless(folder: Path) -> None:
     spool = Spool(str(folder))
     spool.save("job-1", b"{}", False)
-    entry = spool.entries()[0]
-    spool.remove(entry)
-    spool.remove(entry)
-    assert spool.entries() == []
+    entry = entries(spool)[0]
+    remove(spool, entry)
+    remove(spool, entry)
+    assert entries(spool) == []
 
 
 def test_file_and_folder_modes(folder: Path) -> None:
@@ -79,7 +95,7 @@ def test_files_are_plain_json(folder: Path) -> None:
 
 
 def test_missing_folder_has_no_entries(tmp_path: Path) -> None:
-    assert Spool(str(tmp_path / "never-made")).entries() == []
+    assert entries(Spool(str(tmp_path / "never-made"))) == []
 
 
 def test_only_json_files_are_read(folder: Path) -> None:
@@ -88,7 +104,7 @@ def test_only_json_files_are_read(folder: Path) -> None:
     (folder / "note.txt").write_text("not a result")
     (folder / "half.json.tmp").write_text('{"job_id": "tmp"}')
     (folder / "old.json.bad").write_text("junk")
-    assert [e.job_id for e in spool.entries()] == ["good"]
+    assert [e.job_id for e in entries(spool)] == ["good"]
     # files that are not entries are left alone
     assert {"note.txt", "half.json.tmp", "old.json.bad"} <= set(os.listdir(folder))
 
@@ -110,11 +126,11 @@ def test_unreadable_file_is_set_aside(folder: Path, content: bytes) -> None:
     bad = folder / "00000000000000000001-bad.json"
     bad.write_bytes(content)
     spool.save("good-2", b'{"output":2}', False)
-    assert [e.job_id for e in spool.entries()] == ["good-1", "good-2"]
+    assert [e.job_id for e in entries(spool)] == ["good-1", "good-2"]
     assert not bad.exists()
     assert (folder / "00000000000000000001-bad.json.bad").read_bytes() == content
     # set aside once: the next scan does not see it again
-    assert [e.job_id for e in spool.entries()] == ["good-1", "good-2"]
+    assert [e.job_id for e in entries(spool)] == ["good-1", "good-2"]
 
 
 def test_save_failure_returns_none(tmp_path: Path) -> None:

@@ -103,15 +103,20 @@ def _run_worker(settings: "Config") -> None:
     worker = Worker(settings)
     with SignalGuard(worker) as guard:
         worker.start()
+        # The main thread supervises: a dead thread role is noticed within a second.
         while not worker.wait_stop_requested(0.5):
-            pass
+            worker.supervise()
         clean = worker.stop()
+    code = guard.exit_code or worker.exit_code
     if not clean:
         # Handler threads are still running after the drain deadline; their
         # jobs were reported FAILED. Non-daemon pool threads would keep the
         # process alive, so leave now.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(guard.exit_code)
-    if guard.exit_code:
-        sys.exit(guard.exit_code)
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a handler may have closed it
+                pass
+        os._exit(code)
+    if code:
+        sys.exit(code)

@@ -15,24 +15,38 @@ log = logger("concurrency")
 # Pool threads are created lazily, one per running job, so this is only a
 # ceiling on what a modifier (or a flag) can ask for.
 MAX_THREADS = 256
+MAX_ASYNC = 4096
 
 
 class Concurrency:
     """Holds the value; ``update()`` asks the modifier (user code: call it without locks held)."""
 
-    def __init__(self, modifier: Optional[Callable[[int], Any]], initial: int = 1) -> None:
+    def __init__(
+        self, modifier: Optional[Callable[[int], Any]], initial: int = 1, cap: int = MAX_THREADS
+    ) -> None:
         self._modifier = modifier
-        self.value = min(max(1, int(initial)), MAX_THREADS)
+        self.cap = cap
+        self.value = min(max(1, int(initial)), cap)
         self._warned = False
+        self._warned_cap = False
 
     def update(self) -> int:
         if self._modifier is None:
             return self.value
         try:
             value: Any = self._modifier(self.value)
-        except Exception as exc:  # noqa: BLE001 - a user bug must not stop the caller
+        except BaseException as exc:  # noqa: BLE001 - a user bug (SystemExit too) must not stop the caller
             value = exc
-        if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_THREADS:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            if value > self.cap:
+                if not self._warned_cap:
+                    self._warned_cap = True
+                    log.warning(
+                        "concurrency_modifier returned %d; capped at %d for this handler kind",
+                        value,
+                        self.cap,
+                    )
+                value = self.cap
             if value != self.value:
                 log.info("concurrency %d -> %d", self.value, value)
             self.value = value
@@ -40,9 +54,8 @@ class Concurrency:
         elif not self._warned:
             self._warned = True
             log.warning(
-                "concurrency_modifier returned %r (need an int from 1 to %d); keeping %d",
+                "concurrency_modifier returned %r (need an int of at least 1); keeping %d",
                 value,
-                MAX_THREADS,
                 self.value,
             )
         return self.value

@@ -70,6 +70,22 @@ class ThreadLoops:
             loop.close()
 
 
+def is_async_handler(handler: Any) -> bool:
+    """True for handlers known to be async before they are called.
+
+    Coroutine functions and async generator functions (also behind
+    ``functools.partial``, and objects whose ``__call__`` is one) run on the
+    shared loop directly. Anything else starts in a pool thread; if it then
+    returns a coroutine, the rest of the job moves to the loop.
+    """
+    for candidate in (handler, getattr(handler, "__call__", None)):
+        if candidate is None:
+            continue
+        if inspect.iscoroutinefunction(candidate) or inspect.isasyncgenfunction(candidate):
+            return True
+    return False
+
+
 def is_stream(value: Any) -> bool:
     return inspect.isgenerator(value) or inspect.isasyncgen(value)
 

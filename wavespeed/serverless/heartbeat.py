@@ -1,21 +1,21 @@
 """The heartbeat: a thread that pings the platform with the running job ids.
 
 It reads the worker's live in-flight set on every beat, so the platform sees
-the worker busy exactly while it is. It is a plain thread: handlers blocking
-in other threads (``time.sleep``, a C call releasing the GIL) do not delay it.
+the worker busy exactly while it is. It is a plain thread: handlers that
+block in other threads while releasing the GIL (``time.sleep``, I/O, most
+GPU calls) do not delay it. A C call that holds the GIL for a long time (a
+catastrophic regular expression, some C extensions) stops every Python
+thread, this one included, until it returns.
 """
 
-import threading
 import time
 from typing import Callable, Iterable, Optional
 
-from .logs import logger
-
-log = logger("heartbeat")
+from .roles import Role
 
 
-class Heartbeat:
-    """Owned by the worker, which calls ``start()`` and ``stop()``."""
+class Heartbeat(Role):
+    """Owned by the worker, which calls ``start()``, ``stop()`` and ``join()``."""
 
     def __init__(
         self,
@@ -23,33 +23,23 @@ class Heartbeat:
         job_ids: Callable[[], Iterable[str]],
         interval: float,
     ) -> None:
+        super().__init__("heartbeat", self._beat)
         self._ping = ping
         self._job_ids = job_ids
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: Optional[threading.Thread] = None
+        self._next: Optional[float] = None
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="wavespeed-heartbeat")
-        self._thread.start()
-
-    def _loop(self) -> None:
-        next_beat = time.monotonic()
-        while not self._stop.is_set():
-            try:
-                self._ping(list(self._job_ids()))  # best effort: the next beat is the retry
-            except Exception:  # noqa: BLE001 - the heartbeat must outlive any bug
-                log.exception("heartbeat failed")
+    def _beat(self) -> float:
+        now = time.monotonic()
+        if self._next is None:
+            self._next = now
+        try:
+            self._ping(list(self._job_ids()))  # best effort: the next beat is the retry
+        finally:
             # Keep the period: the next beat is due one interval after the
             # last was due, however long the ping took.
-            next_beat += self.interval
+            self._next += self.interval
             now = time.monotonic()
-            if next_beat < now:
-                next_beat = now
-            if self._stop.wait(next_beat - now):
-                return
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+            if self._next < now:
+                self._next = now
+        return self._next - now

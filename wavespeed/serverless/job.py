@@ -34,7 +34,7 @@ class Job(dict):  # type: ignore[type-arg]
     Copies (``copy.deepcopy``, pickle) are plain dicts.
     """
 
-    __slots__ = ("channel", "cancelled", "cancel_hook")
+    __slots__ = ("channel", "cancelled", "cancel_hook", "__weakref__")
 
     def __init__(self, data: Dict[str, Any], channel: Any = None) -> None:
         super().__init__(data)
@@ -85,6 +85,14 @@ class JobResult:
     stop_pod: bool = False
     failed: bool = False
     cancelled: bool = False  # stopped by the platform: nothing is posted
+
+
+def failure(job_id: str, message: str, stop_pod: bool = False) -> JobResult:
+    """A small FAILED result carrying a plain message (timeouts, shutdown, refusals)."""
+    body: Dict[str, Any] = {"error": message}
+    if stop_pod:
+        body["stopPod"] = True
+    return JobResult(job_id, body, encode(body), failed=True, stop_pod=stop_pod)
 
 
 def error_text(error: Any) -> str:

@@ -1,28 +1,32 @@
 """Local test mode: run one job from ``--test_input`` or ``./test_input.json``.
 
-It goes through the same Runner as the worker; only the source of the job
-(argv or a file) and the destination of its output (stdout/stderr) differ.
+It goes through the same job engine (and so the same Runner, event loop
+arrangement and timeouts) as the worker; only the source of the job (argv
+or a file) and the destination of its output (stdout/stderr) differ.
 """
 
 import json
 import os
 import sys
+import threading
 from typing import Any, Optional, TextIO
 
 from .config import Config
-from .handler import ThreadLoops
-from .job import Job
+from .engine import Engine
+from .job import Job, JobResult
 from .logs import logger
-from .runner import Runner
+from .runner import Channel
 
 log = logger("local")
 
 
-class PrintChannel:
+class PrintChannel(Channel):
     """Shows stream chunks and progress updates as log lines as they happen."""
 
     def __init__(self) -> None:
         self.chunks = 0
+        self.result: Optional[JobResult] = None
+        self.done = threading.Event()
 
     def send_chunk(self, job: Job, value: Any, payload: bytes) -> None:
         self.chunks += 1
@@ -30,6 +34,21 @@ class PrintChannel:
 
     def send_progress(self, job: Job, data: Any) -> None:
         log.info("progress: %s", json.dumps(data, ensure_ascii=False, default=repr))
+
+    def close(self, result: Optional[JobResult], on_done: Any, inline: bool = False) -> None:
+        self.result = result
+        on_done(result, None)
+        self.done.set()
+
+
+class _Printer:
+    """The engine's destination in local test mode: one job, printed."""
+
+    def __init__(self) -> None:
+        self.channel = PrintChannel()
+
+    def open(self, job: Job) -> PrintChannel:
+        return self.channel
 
 
 def load_input(config: Config) -> Optional[Any]:
@@ -79,13 +98,36 @@ def run_local(config: Config, stdout: Optional[TextIO] = None) -> int:
     data = load_input(config)
     if data is None:
         return 1
-    loops = ThreadLoops()
+    printer = _Printer()
+    engine = Engine(config, printer)
+    if engine.watchdog is not None:
+        engine.watchdog.start()
     try:
-        job = Job(data, PrintChannel())
+        job = Job(data)
         log.info("running job %s locally", job.id)
-        result = Runner(config, loops).run(job)
+        engine.submit(job)
+        printer.channel.done.wait()
     finally:
-        loops.close_all()
+        clean = engine.close()
+    code = _report(config, job, printer.channel.result, out)
+    if not clean:
+        # The handler's thread still runs after its timeout; exiting normally
+        # would wait for it forever.
+        log.error("the handler of job %s is still running; exiting without waiting for it", job.id)
+        for stream in (out, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a handler may have closed it
+                pass
+        os._exit(code)
+    return code
+
+
+def _report(config: Config, job: Job, result: Optional[JobResult], out: TextIO) -> int:
+    """Print the result; the exit code."""
+    if result is None:
+        log.error("job %s was cancelled", job.id)
+        return 1
     print(json.dumps(result.body, ensure_ascii=False, indent=2), file=out)
     out.flush()
     if result.stop_pod:

@@ -15,6 +15,7 @@ Sessions are never mutated after construction: the per-job headers
 """
 
 import email.utils
+import enum
 import json
 import socket
 import time
@@ -160,11 +161,32 @@ class _FetchAdapter(HTTPAdapter):
         self.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
 
 
+class TakeKind(enum.Enum):
+    JOBS = "jobs"
+    EMPTY = "empty"
+    THROTTLED = "throttled"
+    ERROR = "error"
+
+
+class CancelKind(enum.Enum):
+    NO_URL = "no_url"
+    ERROR = "error"
+    NONE = "none"
+    JOBS = "jobs"
+
+
+@dataclass
+class CancelPoll:
+    kind: CancelKind
+    ids: List[str] = field(default_factory=list)
+    detail: str = ""
+
+
 @dataclass
 class TakeResult:
     """What one job-take returned."""
 
-    kind: str  # "jobs", "empty", "throttled", "error"
+    kind: TakeKind
     jobs: List[Dict[str, Any]] = field(default_factory=list)
     malformed: List[Tuple[str, str]] = field(default_factory=list)  # (job id, why)
     retry_after: Optional[float] = None
@@ -184,7 +206,7 @@ class Delivery:
 def parse_jobs(data: Any) -> TakeResult:
     """Sort a job-take body into jobs and malformed items."""
     items = data if isinstance(data, list) else [data]
-    result = TakeResult(kind="jobs")
+    result = TakeResult(kind=TakeKind.JOBS)
     for item in items:
         if not isinstance(item, dict):
             log.warning("job-take returned a non-object item (%s); ignored", type(item).__name__)
@@ -198,7 +220,7 @@ def parse_jobs(data: Any) -> TakeResult:
             continue
         result.jobs.append(item)
     if not result.jobs and not result.malformed:
-        result.kind = "empty"
+        result.kind = TakeKind.EMPTY
     return result
 
 
@@ -290,26 +312,37 @@ class Transport:
                 self.fetch, "GET", url, self.headers(), (CONNECT_TIMEOUT, self.config.fetch_timeout)
             )
         except requests.RequestException as exc:
-            return TakeResult(kind="error", detail=describe(exc))
+            return TakeResult(kind=TakeKind.ERROR, detail=describe(exc))
         status = response.status_code
         if status == 204 or status == 400:  # 400: RunPod under FlashBoot
-            return TakeResult(kind="empty")
+            return TakeResult(kind=TakeKind.EMPTY)
         if status == 429:
             return TakeResult(
-                kind="throttled", retry_after=retry_after_seconds(response.headers.get("Retry-After"))
+                kind=TakeKind.THROTTLED, retry_after=retry_after_seconds(response.headers.get("Retry-After"))
             )
         if status != 200:
-            return TakeResult(kind="error", detail=f"HTTP {status}")
+            return TakeResult(kind=TakeKind.ERROR, detail=f"HTTP {status}")
         if not response.content or not response.content.strip():
-            return TakeResult(kind="empty")
+            return TakeResult(kind=TakeKind.EMPTY)
         try:
             data = json.loads(response.content)
         except ValueError:
             log.warning("job-take returned a body that is not JSON (%d bytes)", len(response.content))
-            return TakeResult(kind="empty")
+            return TakeResult(kind=TakeKind.EMPTY)
         if isinstance(data, list) and not data:
-            return TakeResult(kind="empty")
+            return TakeResult(kind=TakeKind.EMPTY)
         return parse_jobs(data)
+
+    def poll_cancels(self) -> CancelPoll:
+        if not self.config.job_stop_url:
+            return CancelPoll(CancelKind.NO_URL)
+        ids = self.poll_stops()
+        if ids is None:
+            return CancelPoll(CancelKind.ERROR, detail="request failed")
+        return CancelPoll(CancelKind.JOBS if ids else CancelKind.NONE, ids)
+
+    def abort_posts(self) -> None:
+        pass
 
     def poll_stops(self) -> Optional[List[str]]:
         """Long-poll RunPod's job-stop channel; None on error, [] when nothing."""
@@ -386,11 +419,11 @@ class Transport:
         refused = 400 <= status < 500 and status != 429
         return Delivery(ok=False, status=status, refused=refused, detail=detail)
 
-    def post_result(self, job_id: str, payload: bytes, is_stream: bool = False) -> Delivery:
+    def post_result(self, job_id: str, payload: bytes, is_stream: bool = False, deadline: Optional[float] = None) -> Delivery:
         """POST a final result; retried per the result policy."""
         return self._post(self.result, self.config.job_done_url, job_id, payload, is_stream)
 
-    def post_chunk(self, job_id: str, payload: bytes) -> Delivery:
+    def post_chunk(self, job_id: str, payload: bytes, deadline: Optional[float] = None) -> Delivery:
         """POST one generator chunk to the stream URL."""
         return self._post(self.stream, self.config.job_stream_url, job_id, payload, False)
 

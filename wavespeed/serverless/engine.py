@@ -1,0 +1,405 @@
+"""The job engine: admit a job into a slot, run it, hand its result on, free the slot.
+
+The worker, the local HTTP API and local test mode all run jobs here; they
+differ only in the ``Destination`` (where a job's chunks, progress and
+final result go) and in where jobs come from.
+
+    submit ──▶ slot ──▶ sync handler: a pool thread runs it (Runner.run)
+                   └──▶ async handler: a task on the shared loop (Runner.run_async)
+                              │
+                 complete (first result wins) ──▶ channel.close(result)
+                              │
+                 the result has left (delivered / stored / spooled) ──▶ slot freed
+
+The one-final-result rule is structural: ``_complete`` takes the first
+result under the run's lock; a per-job timeout or the shutdown deadline
+decides the result *before* cancelling the handler, so a handler that ends
+because it was cancelled can never replace it.
+"""
+
+import threading
+import time
+import weakref
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Deque, Dict, List, Optional, Protocol
+
+from .concurrency import MAX_ASYNC, MAX_THREADS, Concurrency
+from .config import Config
+from .eventloop import SharedLoop
+from .handler import ThreadLoops, is_async_handler
+from .job import Job, JobResult, failure
+from .logs import logger
+from .roles import Role
+from .runner import Runner
+
+log = logger("engine")
+
+
+class ClosingChannel(Protocol):
+    """A job's channel as the engine sees it: the runner's Channel plus ``close``."""
+
+    def close(self, result: Optional[JobResult], on_done: Callable[[JobResult, Any], None], inline: bool = False) -> None:
+        """Take the final result (None: nothing to post); call ``on_done`` once it has left."""
+
+
+class Destination(Protocol):
+    def open(self, job: Job) -> Any:
+        """A new channel (a ``runner.Channel`` with ``close``) for one job."""
+
+
+class JobRun:
+    """The engine's bookkeeping for one job it holds."""
+
+    __slots__ = (
+        "job",
+        "channel",
+        "started",
+        "ended",
+        "lock",
+        "completed",
+        "decided",
+        "silent",
+        "future",
+        "status",
+        "__weakref__",
+    )
+
+    def __init__(self, job: Job, channel: Any) -> None:
+        self.job = job
+        self.channel = channel
+        self.started = time.monotonic()
+        self.ended = 0.0
+        self.lock = threading.Lock()
+        self.completed = False
+        # A result decided outside the handler (timeout, shutdown): it wins
+        # over whatever the cancelled handler returns.
+        self.decided: Optional[JobResult] = None
+        self.silent = False  # cancelled by the platform: post nothing
+        self.future: Optional["Future[None]"] = None
+        self.status = "IN_PROGRESS"
+
+
+ResultHook = Callable[[JobRun, JobResult, Any], None]
+
+
+class Engine:
+    """Runs jobs for one owner (worker, local API or local test mode)."""
+
+    def __init__(
+        self,
+        config: Config,
+        destination: Destination,
+        *,
+        initial_concurrency: int = 1,
+        on_result: Optional[ResultHook] = None,
+        track: Optional[Callable[[Job, bool], None]] = None,
+    ) -> None:
+        self.config = config
+        self.destination = destination
+        self._on_result = on_result
+        self._track = track  # told when a job starts (True) and ends (False)
+        self.loops = ThreadLoops()
+        mode = getattr(config, "async_mode", "shared")
+        self.shared: Optional[SharedLoop] = SharedLoop() if mode == "shared" else None
+        self.runner = Runner(config, self.loops, self.shared)
+        self.async_handler = self.shared is not None and is_async_handler(config.handler)
+        self.concurrency = Concurrency(
+            config.concurrency_modifier,
+            initial_concurrency,
+            cap=MAX_ASYNC if self.async_handler else MAX_THREADS,
+        )
+        self._pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="wavespeed-job")
+        self._cond = threading.Condition()
+        self._runs: Dict[str, JobRun] = {}
+        self._backlog: Deque[JobRun] = deque()
+        # Runs whose result is decided but whose handler thread still runs.
+        self._abandoned: "weakref.WeakSet[JobRun]" = weakref.WeakSet()
+        self._watch_idle = True
+        self.watchdog: Optional[Role] = None
+        if config.job_timeout:
+            self.watchdog = Role("watchdog", self._sweep, first_delay=None)
+
+    # -- slots ---------------------------------------------------------------------
+
+    def update_concurrency(self) -> int:
+        """Ask the modifier (user code: never called with a lock held)."""
+        return self.concurrency.update()
+
+    def free(self) -> int:
+        with self._cond:
+            return self.concurrency.value - len(self._runs)
+
+    def wait_free(self, stop: threading.Event, timeout: float = 1.0) -> int:
+        """Free slots, waiting up to ``timeout`` for one; 0 when stopping or still full."""
+        concurrency = self.update_concurrency()
+        with self._cond:
+            ready = self._from_backlog(concurrency)
+            if not ready and len(self._runs) >= concurrency and not stop.is_set():
+                self._cond.wait(timeout)
+        for run in ready:
+            self._launch(run, None)
+        with self._cond:
+            if stop.is_set():
+                return 0
+            return max(0, concurrency - len(self._runs))
+
+    def job_ids(self) -> List[str]:
+        with self._cond:
+            return list(self._runs)
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._runs)
+
+    def holds(self, job_id: str) -> bool:
+        with self._cond:
+            return job_id in self._runs or any(r.job.id == job_id for r in self._backlog)
+
+    # -- admitting and running -------------------------------------------------------
+
+    def submit(self, job: Job, preset: Optional[JobResult] = None, force: bool = False) -> Optional[JobRun]:
+        """Take responsibility for a job; None when it is already held here.
+
+        ``preset`` is a result known before running (a malformed job). A job
+        that finds no free slot waits in a backlog (``force`` starts it anyway).
+        """
+        with self._cond:
+            if job.id in self._runs or any(r.job.id == job.id for r in self._backlog):
+                return None
+            run = JobRun(job, None)
+            if preset is not None or force or len(self._runs) < self.concurrency.value:
+                self._admit(run)
+            else:
+                log.warning("more jobs than free slots; job %s waits for one", job.id)
+                self._backlog.append(run)
+                return run
+        self._launch(run, preset)
+        return run
+
+    def _admit(self, run: JobRun) -> None:
+        """Give the run a slot (lock held)."""
+        self._runs[run.job.id] = run
+        run.started = time.monotonic()
+
+    def _from_backlog(self, concurrency: int) -> List[JobRun]:
+        """Admit waiting jobs while slots are free (lock held); the caller launches them."""
+        ready = []
+        while self._backlog and len(self._runs) < concurrency:
+            run = self._backlog.popleft()
+            self._admit(run)
+            ready.append(run)
+        return ready
+
+    def _launch(self, run: JobRun, preset: Optional[JobResult]) -> None:
+        job = run.job
+        try:
+            run.channel = self.destination.open(job)
+            job.channel = run.channel
+            if self._track is not None:
+                self._track(job, True)
+            if self.watchdog is not None and self._watch_idle:
+                self._watch_idle = False
+                self.watchdog.wake()
+            if preset is not None:
+                self._complete(run, preset)
+            elif self.async_handler:
+                assert self.shared is not None
+                self.shared.spawn(
+                    lambda: self.runner.run_async(job),
+                    lambda task: self._task_done(run, task),
+                    lambda cancel: self._cancel_hook(job, cancel),
+                )
+            else:
+                run.future = self._pool.submit(self._in_thread, run)
+        except BaseException as exc:  # noqa: BLE001 - e.g. no thread could be started
+            log.error("could not start job %s: %s: %s", job.id, type(exc).__name__, exc)
+            if run.channel is None:
+                run.channel = self.destination.open(job)
+            self._complete(run, failure(job.id, f"internal worker error: could not start the job: {exc}"))
+
+    @staticmethod
+    def _cancel_hook(job: Job, cancel: Callable[[], None]) -> None:
+        job.cancel_hook = cancel
+        if job.cancelled.is_set():
+            cancel()
+
+    def _in_thread(self, run: JobRun) -> None:
+        try:
+            outcome = self.runner.run(run.job)
+            if isinstance(outcome, JobResult):
+                self._complete(run, outcome, inline=True)
+                return
+            # The handler returned a coroutine: the rest runs on the shared loop.
+            assert self.shared is not None
+            self.concurrency.cap = MAX_ASYNC
+            self.shared.spawn(
+                lambda: outcome,
+                lambda task: self._task_done(run, task),
+                lambda cancel: self._cancel_hook(run.job, cancel),
+            )
+        except BaseException as exc:  # noqa: BLE001 - the runner should never raise; be sure
+            log.exception("internal error running job %s", run.job.id)
+            self._complete(
+                run, failure(run.job.id, f"internal worker error: {type(exc).__name__}: {exc}"), inline=True
+            )
+
+    def _task_done(self, run: JobRun, task: Any) -> None:
+        """On the loop thread: the job's task ended."""
+        if task.cancelled():
+            result = JobResult(run.job.id, {}, b"", cancelled=True)
+        elif task.exception() is not None:
+            exc = task.exception()
+            log.error("internal error running job %s: %s: %s", run.job.id, type(exc).__name__, exc)
+            result = failure(run.job.id, f"internal worker error: {type(exc).__name__}: {exc}")
+        else:
+            result = task.result()
+        self._complete(run, result)
+
+    # -- the one final result ----------------------------------------------------------
+
+    def _complete(self, run: JobRun, result: JobResult, inline: bool = False) -> None:
+        with run.lock:
+            if run.completed:
+                return
+            run.completed = True
+            final: Optional[JobResult] = result
+            if run.decided is not None:
+                final = run.decided
+            elif run.silent or result.cancelled:
+                final = None
+                run.status = "CANCELLED"
+            else:
+                run.status = "FAILED" if result.failed else "COMPLETED"
+        run.ended = time.monotonic()
+        self._log_end(run)
+        if self._track is not None:
+            self._track(run.job, False)
+        run.channel.close(final, lambda r, o: self._left(run, r, o), inline=inline)
+
+    def _log_end(self, run: JobRun) -> None:
+        ms = (run.ended - run.started) * 1000.0
+        log.info("job %s %s in %.0f ms", run.job.id, run.status, ms)
+
+    def _left(self, run: JobRun, result: JobResult, outcome: Any) -> None:
+        """The final result has left (delivered, stored, spooled or dropped): free the slot.
+
+        The owner hears of it first, so a ``refresh_worker`` stop is in force
+        before the freed slot could let another job in.
+        """
+        if self._on_result is not None:
+            self._on_result(run, result, outcome)
+        with self._cond:
+            if self._runs.get(run.job.id) is run:
+                del self._runs[run.job.id]
+            ready = self._from_backlog(self.concurrency.value)
+            self._cond.notify_all()
+        for waiting in ready:
+            self._launch(waiting, None)
+
+    def decide(self, run: JobRun, result: JobResult, status: str) -> bool:
+        """End a run now with ``result`` (timeout, shutdown), then cancel its handler."""
+        with run.lock:
+            if run.completed or run.decided is not None:
+                return False
+            run.decided = result
+            run.status = status
+        run.job.cancel()
+        self._complete(run, result)
+        if run.future is not None and not run.future.done():
+            self._abandoned.add(run)
+        return True
+
+    def cancel(self, job_id: str) -> bool:
+        """The platform cancelled the job: stop it and post nothing."""
+        with self._cond:
+            run = self._runs.get(job_id)
+            if run is None:
+                for waiting in list(self._backlog):
+                    if waiting.job.id == job_id:
+                        self._backlog.remove(waiting)
+                        return True
+                return False
+        with run.lock:
+            if run.completed:
+                return False
+            run.silent = True
+        run.job.cancel()
+        return True
+
+    # -- the watchdog (per-job timeout) ------------------------------------------------
+
+    def _sweep(self) -> Optional[float]:
+        timeout = self.config.job_timeout or 0.0
+        now = time.monotonic()
+        with self._cond:
+            running = [r for r in self._runs.values() if not r.completed]
+            if not running:
+                self._watch_idle = True
+                return None
+        late = [r for r in running if now - r.started >= timeout]
+        for run in late:
+            log.error(
+                "job %s exceeded the per-job timeout (%g s); reporting it FAILED and freeing "
+                "its slot (a sync handler's thread is not killed)",
+                run.job.id,
+                timeout,
+            )
+            self.decide(
+                run,
+                failure(
+                    run.job.id,
+                    f"TIMED_OUT: the handler ran longer than the per-job timeout ({timeout:g} s)",
+                ),
+                "TIMED_OUT",
+            )
+        pending = [r.started + timeout for r in running if r not in late]
+        return max(0.01, min(pending) - time.monotonic()) if pending else 0.05
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    def drain(self, deadline: float) -> int:
+        """Wait for running jobs until ``deadline``; fail the rest. Returns how many were stuck."""
+        with self._cond:
+            waiting = list(self._backlog)
+            self._backlog.clear()
+            for run in waiting:
+                self._admit(run)  # taken jobs are ours to answer, slot or not
+        for run in waiting:
+            self._launch(run, None)
+        with self._cond:
+            while True:
+                running = [r for r in self._runs.values() if not r.completed]
+                remaining = deadline - time.monotonic()
+                if not running or remaining <= 0:
+                    break
+                self._cond.wait(min(remaining, 0.25))
+        for run in running:
+            self.decide(
+                run,
+                failure(
+                    run.job.id,
+                    "worker shutting down: the job was still running at the drain deadline "
+                    f"({self.config.drain_timeout:g} s)",
+                ),
+                "FAILED",
+            )
+        return len(running)
+
+    @property
+    def threads_stuck(self) -> bool:
+        """True when a handler thread still runs a job whose result was decided."""
+        return any(r.future is not None and not r.future.done() for r in list(self._abandoned))
+
+    def close(self) -> bool:
+        """Stop the watchdog, the pool and the loops; False when handler threads are stuck."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+            self.watchdog.join(2.0)
+        stuck = self.threads_stuck
+        self._pool.shutdown(wait=not stuck, cancel_futures=True)
+        if self.shared is not None:
+            self.shared.close()
+        if not stuck:
+            self.loops.close_all()
+        return not stuck
