@@ -166,8 +166,12 @@ def test_runpod_1_12_public_names(runpod: Any) -> None:
     assert logger_module.MAX_MESSAGE_LENGTH == 4096
 
 
-def test_rp_download_errors_are_request_exceptions(runpod: Any) -> None:
+def test_rp_download_errors_are_request_exceptions(
+    runpod: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
     import requests
+
+    monkeypatch.chdir(tmp_path)  # file() makes ./job_files
 
     dl = importlib.import_module("runpod.serverless.utils.rp_download")
     ssrf = importlib.import_module("runpod.serverless.utils.rp_ssrf")

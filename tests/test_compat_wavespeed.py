@@ -187,3 +187,11 @@ def test_asyncio_is_not_needed_to_import_the_1_0_surface() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_progress_update_for_a_job_not_running_here_is_false() -> None:
+    from wavespeed.serverless.modules import progress_update
+
+    with capture_logs() as records:
+        assert progress_update({"id": "never-taken"}, {"pct": 1}) is False
+    assert records.find("not running in this worker")

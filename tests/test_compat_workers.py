@@ -237,7 +237,7 @@ LOCAL_OUTPUTS: Dict[str, Any] = {
     "error_handling": {"output": {"status": "ok"}},
     # Fitness checks run only in worker mode, as in runpod.
     "fitness_check": {"output": {"checks": {"sync": False, "async": False}, "echo": {"x": 1}}},
-    "concurrency_sync": {"output": {"parties": 1, "thread": False}},
+    "concurrency_sync": {"output": {"parties": 1, "thread": True}},  # the job engine: a pool thread, as in worker mode
     "debugger_timers": {"output": {"result": "TIMED"}},
     "cleanup_cuda": {"output": {"device": "cpu", "cleaned": True, "input": {"prompt": "x"}}},
     "rp_http_override": {"output": {"sum": 6}},

@@ -156,7 +156,7 @@ SETTINGS: Tuple[Setting, ...] = (
             default=10.0, env=_platform("PING_INTERVAL"), default_doc="10000"),
     Setting("log_level", LOG_LEVEL,
             "log level: NOTSET, TRACE, DEBUG, INFO, WARN/WARNING or ERROR",
-            default=logging.INFO, default_doc="INFO",
+            default=logging.INFO, default_doc="INFO; the handler's own lines DEBUG",
             env=_platform("LOG_LEVEL", "RUNPOD_DEBUG_LEVEL"), flags=_both("log_level")),
     Setting("realtime_port", PORT,
             "realtime port: non-zero serves the HTTP API on 0.0.0.0:PORT instead of polling",
