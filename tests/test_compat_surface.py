@@ -41,6 +41,9 @@ MODULE_PATHS = [
     "runpod.serverless.utils.rp_cleanup",
     "runpod.serverless.utils.rp_cuda",
     "runpod.serverless.utils.rp_debugger",
+    "runpod.serverless.utils.rp_model_cache",
+    "runpod.serverless.utils.rp_ssrf",
+    "runpod.serverless.utils.rp_volume_cache",
     "runpod.serverless.modules",
     "runpod.serverless.modules.rp_logger",
     "runpod.serverless.modules.rp_http",
@@ -117,9 +120,102 @@ def test_names_are_wavespeeds(runpod: Any) -> None:
 
 
 def test_version(runpod: Any) -> None:
-    assert runpod.__version__ == f"1.12.0+wavespeed.{wavespeed.__version__}"
-    assert runpod.serverless.runpod_version == runpod.__version__
-    assert importlib.import_module("runpod.version").get_version() == runpod.__version__
+    # Exactly the runpod release whose protocol is spoken: platforms and workers may gate on it.
+    assert runpod.__version__ == "1.12.0" == wavespeed.RUNPOD_VERSION
+    assert runpod.serverless.runpod_version == "1.12.0"
+    assert importlib.import_module("runpod.version").get_version() == "1.12.0"
+    assert wavespeed.__version__ == "1.1.0"  # the wavespeed 1.x line: `wavespeed>=1,<2` pins install it
+
+
+def test_runpod_1_12_public_names(runpod: Any) -> None:
+    # Every name runpod 1.12.0 exports to workers from these modules (its __all__ and module globals).
+    expected = {
+        "runpod": ["serverless", "RunPodLogger", "__version__", "api_key", "profile", "SSH_KEY_PATH", "endpoint_url_base"],
+        "runpod.serverless": ["start", "progress_update", "register_fitness_check", "runpod_version", "VolumeCache", "log"],
+        "runpod.serverless.utils": ["download_files_from_urls", "upload_file_to_bucket", "upload_in_memory_object", "VolumeCache"],
+        "runpod.serverless.utils.rp_download": [
+            "file", "download_files_from_urls", "calculate_chunk_size", "parse_content_length",
+            "extract_disposition_params", "HEADERS",
+        ],
+        "runpod.serverless.utils.rp_upload": [
+            "get_boto_client", "extract_region_from_url", "upload_image", "files", "bucket_upload",
+            "upload_file_to_bucket", "upload_in_memory_object",
+        ],
+        "runpod.serverless.utils.rp_ssrf": [
+            "SSRFError", "is_safe_address", "resolve_and_validate", "max_download_bytes",
+            "iter_content_capped", "safe_get", "PinnedIPAdapter",
+        ],
+        "runpod.serverless.utils.rp_volume_cache": ["VolumeCache"],
+        "runpod.serverless.utils.rp_model_cache": ["resolve_model_cache_path_from_hugginface_repository"],
+        "runpod.serverless.utils.rp_debugger": [
+            "Checkpoints", "LineTimer", "FunctionTimer", "get_debugger_output", "clear_debugger_output",
+        ],
+        "runpod.serverless.utils.rp_cleanup": ["clean"],
+        "runpod.serverless.utils.rp_cuda": ["is_available"],
+        "runpod.serverless.modules.rp_logger": ["RunPodLogger", "LOG_LEVELS", "MAX_MESSAGE_LENGTH"],
+        "runpod.version": ["get_version", "__version__"],
+    }
+    for module_name, names in expected.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            assert hasattr(module, name), f"{module_name}.{name}"
+    assert runpod.serverless.VolumeCache is runpod.serverless.utils.VolumeCache
+    assert runpod.serverless.log is runpod.RunPodLogger()
+    logger_module = importlib.import_module("runpod.serverless.modules.rp_logger")
+    assert logger_module.LOG_LEVELS == ["NOTSET", "TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+    assert logger_module.MAX_MESSAGE_LENGTH == 4096
+
+
+def test_rp_download_errors_are_request_exceptions(
+    runpod: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    import requests
+
+    monkeypatch.chdir(tmp_path)  # file() makes ./job_files
+
+    dl = importlib.import_module("runpod.serverless.utils.rp_download")
+    ssrf = importlib.import_module("runpod.serverless.utils.rp_ssrf")
+    assert issubclass(dl.DownloadError, requests.RequestException)
+    with pytest.raises(requests.RequestException):
+        dl.file("ftp://example.invalid/x")  # refused: only http(s)
+    with pytest.raises(ssrf.SSRFError):  # runpod's name for a refusal, a ValueError
+        dl.file("http://169.254.169.254/latest/meta-data/")
+    assert issubclass(ssrf.SSRFError, ValueError)
+    assert dl.calculate_chunk_size(1024) == 1024
+    assert dl.calculate_chunk_size(2 * 1024 * 1024) == 1024 * 1024
+    assert dl.calculate_chunk_size(2 * 1024**3) == 10 * 1024 * 1024
+    assert dl.parse_content_length({"Content-Length": "12"}) == 12
+    assert dl.parse_content_length({"Content-Length": "lots"}) == 0 and dl.parse_content_length({}) == 0
+    assert dl.extract_disposition_params('attachment; filename="a b.png"; Size=3') == {
+        "filename": "a b.png",
+        "size": "3",
+    }
+
+
+def test_rp_model_cache(runpod: Any) -> None:
+    resolve = importlib.import_module(
+        "runpod.serverless.utils.rp_model_cache"
+    ).resolve_model_cache_path_from_hugginface_repository
+    assert resolve("runwayml/stable-diffusion-v1-5:experimental") == "/runpod/cache/runwayml/stable-diffusion-v1-5/experimental"
+    assert resolve("runwayml/stable-diffusion-v1-5") == "/runpod/cache/runwayml/stable-diffusion-v1-5/main"
+    assert resolve("stable-diffusion-v1-5:main") == "/runpod/cache/stable-diffusion-v1-5/main"
+    assert resolve(":experimental") is None
+    assert resolve("org/m:rev", path_template="/models/{model}@{revision}") == "/models/org/m@rev"
+    with pytest.raises(TypeError):
+        resolve(huggingface_repository="org/m")  # positional only, as runpod's
+
+
+def test_rp_ssrf_guard(runpod: Any) -> None:
+    ssrf = importlib.import_module("runpod.serverless.utils.rp_ssrf")
+    for address in ("127.0.0.1", "10.0.0.1", "169.254.169.254", "100.64.0.1", "::1", "::ffff:10.0.0.1", "bogus"):
+        assert ssrf.is_safe_address(address) is False, address
+    assert ssrf.is_safe_address("8.8.8.8") is True
+    with pytest.raises(ssrf.SSRFError, match="127.0.0.1"):
+        ssrf.resolve_and_validate("127.0.0.1", 80)
+    with pytest.raises(ssrf.SSRFError):
+        ssrf.safe_get("http://127.0.0.1:9/")
+    with pytest.raises(ssrf.SSRFError):
+        ssrf.safe_get("file:///etc/passwd")
 
 
 def test_client_api_names_explain_themselves(runpod: Any) -> None:
@@ -148,10 +244,19 @@ def test_import_is_cheap(tmp_path: Any) -> None:
         "import json, sys; import runpod; "
         "import runpod.serverless.utils.rp_validator, runpod.serverless.modules.rp_logger; "
         "import runpod.serverless.utils.rp_debugger, runpod.serverless.utils.rp_upload; "
-        "import runpod.serverless.utils.rp_download, runpod.serverless.utils.rp_cuda; "
+        "import runpod.serverless.utils.rp_cuda, runpod.serverless.utils.rp_volume_cache; "
+        "import runpod.serverless.utils.rp_model_cache; runpod.serverless.VolumeCache; "
         "heavy = ['requests', 'urllib3', 'flask', 'waitress', 'boto3', 'asyncio', 'torch', "
         "'wavespeed.serverless.worker', 'wavespeed.serverless.transport']; "
         "print(json.dumps([m for m in heavy if m in sys.modules]))"
+    )
+    proc = run(["-c", code], str(tmp_path), PYTHONPATH=os.pathsep.join([layer_path(), ROOT]))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == []
+    # rp_download's errors are requests.RequestException: importing it brings requests, nothing more.
+    code = (
+        "import json, sys; import runpod.serverless.utils.rp_download; "
+        "print(json.dumps([m for m in ['boto3', 'flask', 'waitress', 'wavespeed.serverless.worker'] if m in sys.modules]))"
     )
     proc = run(["-c", code], str(tmp_path), PYTHONPATH=os.pathsep.join([layer_path(), ROOT]))
     assert proc.returncode == 0, proc.stderr
@@ -231,31 +336,90 @@ def test_logger_job_id_forms(runpod: Any) -> None:
         ("a tip", "INFO", None),
         ("API_KEY: a****f", "INFO", None),
     ]
+    assert getattr(records[5], "level_name") == "TIP"
 
 
-def test_logger_levels(runpod: Any) -> None:
-    log = runpod.serverless.modules.rp_logger.RunPodLogger()
+def test_logger_is_one_instance_with_runpods_level(runpod: Any) -> None:
+    RunPodLogger = runpod.RunPodLogger
+    assert RunPodLogger() is RunPodLogger() is runpod.serverless.modules.rp_logger.RunPodLogger()
+    log = RunPodLogger()
     base = logging.getLogger("wavespeed")
-    before = base.level, base.disabled
+    handler_log = logging.getLogger("wavespeed.handler")
+    before = base.level, handler_log.level, base.__dict__.get("_wavespeed_user_level")
     try:
-        log.set_level("ERROR")
-        assert base.level == logging.ERROR
+        handler_log.setLevel(logging.DEBUG)
+        assert log.level == "DEBUG"  # runpod's default
+        log.set_level("error")
+        assert log.level == "ERROR" and base.level == logging.ERROR and handler_log.level == logging.ERROR
         log.set_level(2)  # runpod's index: DEBUG
-        assert base.level == logging.DEBUG
-        with pytest.raises(ValueError):
-            log.set_level("LOUD")
+        assert log.level == "DEBUG" and base.level == logging.DEBUG
+        log.set_level("NOTSET")
+        assert log.level == "NOTSET"
+        for bad in ("LOUD", 6, -1, "WARNING", 2.0):
+            with pytest.raises(ValueError, match="Invalid debug level"):
+                log.set_level(bad)
         with pytest.raises(ValueError):
             log.log("x", "LOUD")
+        with pytest.raises(ValueError):
+            log.log("x", "info")  # runpod's names are upper case
     finally:
         base.setLevel(before[0])
-        base.disabled = before[1]
+        handler_log.setLevel(before[1])
+        base.__dict__.pop("_wavespeed_user_level", None)
+
+
+def test_set_level_says_so(runpod: Any) -> None:
+    log = runpod.RunPodLogger()
+    base = logging.getLogger("wavespeed")
+    handler_log = logging.getLogger("wavespeed.handler")
+    before = base.level, handler_log.level
+    try:
+        with capture_logs() as records:
+            log.set_level("INFO")
+        assert [r.getMessage() for r in records] == ["Log level set to INFO"]
+    finally:
+        base.setLevel(before[0])
+        handler_log.setLevel(before[1])
+        base.__dict__.pop("_wavespeed_user_level", None)
+
+
+def test_every_method_goes_through_log(runpod: Any) -> None:
+    seen: List[Any] = []
+
+    class Recording(runpod.RunPodLogger):  # type: ignore[misc, name-defined]
+        def log(self, message: Any, message_level: str = "INFO", job_id: Any = None) -> None:
+            seen.append((message, message_level, job_id))
+
+    log = Recording()
+    assert Recording() is log and runpod.RunPodLogger() is not log
+    log.debug("d", "j1")
+    log.info("i", request_id="j2")
+    log.warn("w")
+    log.error("e", "j3")
+    log.trace("t")
+    log.tip("tip")
+    log.secret("TOKEN", "abcdefgh")
+    assert seen == [
+        ("d", "DEBUG", "j1"),
+        ("i", "INFO", "j2"),
+        ("w", "WARN", None),
+        ("e", "ERROR", "j3"),
+        ("t", "TRACE", None),
+        ("tip", "TIP", None),
+        ("TOKEN: a******h", "INFO", None),
+    ]
 
 
 def test_logger_prints_before_start(tmp_path: Any) -> None:
-    code = "import runpod; runpod.RunPodLogger().info('loading', 'job-7')"
-    proc = run(["-c", code], str(tmp_path), PYTHONPATH=os.pathsep.join([layer_path(), ROOT]))
-    assert proc.stderr.strip() == "INFO    | job-7 | loading"
-    proc = run(["-c", code], str(tmp_path), PYTHONPATH=os.pathsep.join([layer_path(), ROOT]), RUNPOD_ENDPOINT_ID="ep")
+    code = "import runpod; log = runpod.RunPodLogger(); log.info('loading', 'job-7'); log.debug('detail')"
+    path = os.pathsep.join([layer_path(), ROOT])
+    proc = run(["-c", code], str(tmp_path), PYTHONPATH=path)
+    # No platform: this will be a local test run, whose stdout is the result's. Lines: stderr.
+    assert proc.stdout == ""
+    assert proc.stderr == "INFO   | job-7 | loading\nDEBUG  | detail\n"  # DEBUG: runpod's default level
+    proc = run(["-c", code], str(tmp_path), PYTHONPATH=path, RUNPOD_WEBHOOK_GET_JOB="http://127.0.0.1:9/x")
+    assert proc.stderr == "" and proc.stdout == "INFO   | job-7 | loading\nDEBUG  | detail\n"  # a worker: stdout
+    proc = run(["-c", code], str(tmp_path), PYTHONPATH=path, RUNPOD_ENDPOINT_ID="ep", RUNPOD_LOG_LEVEL="INFO")
     assert json.loads(proc.stderr) == {"requestId": "job-7", "message": "loading", "level": "INFO"}
 
 
@@ -272,7 +436,10 @@ def test_timers_do_nothing_outside_a_debugged_job(runpod: Any) -> None:
     assert double(4) == 8 and double.__name__ == "double"
     with dbg.LineTimer("block"):
         pass
-    assert dbg.get_debugger_output() == {"timestamps": [], "system_info": {}}
+    report = dbg.get_debugger_output()
+    assert report["timestamps"] == []
+    assert set(report["system_info"]) >= {"os", "processor", "python_version", "runpod"}
+    assert report["system_info"]["runpod"] == "1.12.0"
 
 
 def test_timers_record_into_the_jobs_collector(runpod: Any) -> None:
@@ -311,7 +478,7 @@ def test_timers_record_into_the_jobs_collector(runpod: Any) -> None:
     assert report["timestamps"][1]["duration_ms"] >= 4  # the await is timed, not just the call
     assert set(report["timestamps"][0]) == {"name", "start_utc", "stop_utc", "duration_ms"}
     assert report["system_info"]["wavespeed"] == wavespeed.__version__
-    assert timings.entries() == report["timestamps"]
+    assert timings.entries() == []  # get_debugger_output empties the job's book, as runpod's does
 
 
 def test_concurrent_jobs_keep_their_own_timings(runpod: Any) -> None:
@@ -347,10 +514,35 @@ def test_copied_context_carries_the_collector_into_a_thread(runpod: Any) -> None
     assert [t["name"] for t in timings.entries()] == ["in-thread"]
 
 
-def test_checkpoint_stop_without_start(runpod: Any) -> None:
-    with collecting(Timings()):
-        with pytest.raises(KeyError):
-            runpod.serverless.utils.rp_debugger.Checkpoints().stop("never")
+@pytest.mark.parametrize("in_a_job", [True, False], ids=["in-a-job", "outside-a-job"])
+def test_checkpoints_raise_keyerror_where_runpods_do(runpod: Any, in_a_job: bool) -> None:
+    dbg = runpod.serverless.utils.rp_debugger
+    assert dbg.Checkpoints() is dbg.Checkpoints()
+    with collecting(Timings(enabled=False) if in_a_job else None):
+        checkpoints = dbg.Checkpoints()
+        checkpoints.clear()
+        with pytest.raises(KeyError, match="Checkpoint name 'never' does not exist."):
+            checkpoints.start("never")
+        with pytest.raises(KeyError, match="Checkpoint name 'never' does not exist."):
+            checkpoints.stop("never")
+        checkpoints.add("load")
+        with pytest.raises(KeyError, match='Checkpoint name "load" already exists.'):
+            checkpoints.add("load")
+        with pytest.raises(KeyError, match="Checkpoint has not been started."):
+            checkpoints.stop("load")
+        checkpoints.start("load")
+        checkpoints.stop("load")
+        (entry,) = checkpoints.get_checkpoints()
+        assert set(entry) == {"name", "start_utc", "stop_utc", "duration_ms"} and entry["name"] == "load"
+        checkpoints.clear()
+        checkpoints.add("load")  # a cleared book (a new job) takes the name again
+
+
+def test_each_job_has_its_own_checkpoint_book(runpod: Any) -> None:
+    dbg = runpod.serverless.utils.rp_debugger
+    for _job in range(2):
+        with collecting(Timings(enabled=False)):
+            dbg.Checkpoints().add("per-job")  # no "already exists" on the second job
 
 
 # -- rp_cuda and rp_cleanup --------------------------------------------------------------

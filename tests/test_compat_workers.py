@@ -84,26 +84,42 @@ def printed_result(proc: "subprocess.CompletedProcess[str]") -> Any:
 class CompatWorker:
     """A worker folder run by ``python -m wavespeed.run`` in worker mode."""
 
-    def __init__(self, name: str, tmp_path: Any, fp: FakePlatform, args: Sequence[str] = (), **env: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        tmp_path: Any,
+        fp: FakePlatform,
+        args: Sequence[str] = (),
+        separate_stderr: bool = False,
+        **env: str,
+    ) -> None:
         self.folder = copy_worker(name, tmp_path)
         spool = os.path.join(str(tmp_path), "spool")
         environ = base_env(**fp.env())
         environ.update(WAVESPEED_SPOOL_DIR=spool, WAVESPEED_HEALTH_PORT="0")
         environ.update(env)
         self.log_path = os.path.join(str(tmp_path), f"{name}.log")
+        self.err_path = os.path.join(str(tmp_path), f"{name}.err")
         self._log = open(self.log_path, "wb")
+        self._err = open(self.err_path, "wb") if separate_stderr else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "wavespeed.run", "handler.py", *args],
             cwd=self.folder,
             env=environ,
             stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stderr=self._err if self._err is not None else subprocess.STDOUT,
             start_new_session=True,
         )
 
     def output(self) -> str:
+        """stdout (and stderr, unless it was kept apart)."""
         self._log.flush()
         with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+            return handle.read()
+
+    def errors(self) -> str:
+        """stderr, when it was kept apart."""
+        with open(self.err_path, encoding="utf-8", errors="replace") as handle:
             return handle.read()
 
     def stop(self, timeout: float = 20.0) -> Optional[int]:
@@ -129,6 +145,8 @@ class CompatWorker:
                 pass
             self.proc.wait(10)
         self._log.close()
+        if self._err is not None:
+            self._err.close()
 
 
 class FileServer:
@@ -219,7 +237,7 @@ LOCAL_OUTPUTS: Dict[str, Any] = {
     "error_handling": {"output": {"status": "ok"}},
     # Fitness checks run only in worker mode, as in runpod.
     "fitness_check": {"output": {"checks": {"sync": False, "async": False}, "echo": {"x": 1}}},
-    "concurrency_sync": {"output": {"parties": 1, "thread": False}},
+    "concurrency_sync": {"output": {"parties": 1, "thread": True}},  # the job engine: a pool thread, as in worker mode
     "debugger_timers": {"output": {"result": "TIMED"}},
     "cleanup_cuda": {"output": {"device": "cpu", "cleaned": True, "input": {"prompt": "x"}}},
     "rp_http_override": {"output": {"sum": 6}},
@@ -291,32 +309,40 @@ def test_local_flags_reach_the_users_own_parser(tmp_path: Any) -> None:
 def test_local_debugger_flag_adds_timing(tmp_path: Any) -> None:
     proc = run_local("debugger_timers", tmp_path, ["--rp_debugger"])
     assert proc.returncode == 0, proc.stderr
-    body = printed_result(proc)
-    assert body["output"] == {"result": "TIMED"}
-    assert body["debugger"]["handler_seconds"] > 0
+    output = printed_result(proc)["output"]
+    timings = output.pop("rp_debugger")  # runpod: output["rp_debugger"] when the output is a dict
+    assert output == {"result": "TIMED"}
+    assert timings["handler_seconds"] > 0
+    assert timings["ready_delay_ms"] >= 0
+    assert timings["system_info"]["runpod"] == "1.12.0"
 
 
 def test_local_debugger_timers_reach_the_output(tmp_path: Any) -> None:
     proc = run_local("debugger_timers", tmp_path, ["--rp_debugger"])
-    names = [t["name"] for t in printed_result(proc)["debugger"]["timestamps"]]
+    names = [t["name"] for t in printed_result(proc)["output"]["rp_debugger"]["timestamps"]]
     assert names == ["load_inputs", "inference"]
 
 
 def test_local_logger_lines(tmp_path: Any) -> None:
     proc = run_local("logger_worker", tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "INFO    | Loading model (stand-in)..." in proc.stderr  # before start(): not lost
-    assert "INFO    | local_test | positional job id" in proc.stderr
-    assert "WARN    | local_test | keyword job id" in proc.stderr
-    assert "ERROR   | local_test | keyword request id" in proc.stderr
-    assert "debug line hidden" not in proc.stderr
+    # runpod's format exactly; on stderr because local test mode's stdout is the result.
+    assert "INFO   | Loading model (stand-in)...\n" in proc.stderr  # before start(): not lost
+    assert "INFO   | local_test | positional job id\n" in proc.stderr
+    assert "WARN   | local_test | keyword job id\n" in proc.stderr
+    assert "ERROR  | local_test | keyword request id\n" in proc.stderr
+    assert "DEBUG  | local_test | debug line hidden at INFO\n" in proc.stderr  # DEBUG: runpod's default
+    quiet = run_local("logger_worker", tmp_path / "quiet", env={"RUNPOD_LOG_LEVEL": "INFO"})
+    assert quiet.returncode == 0, quiet.stderr
+    assert "debug line" not in quiet.stderr and "INFO   | local_test | positional job id" in quiet.stderr
 
 
 def test_local_error_modes(tmp_path: Any) -> None:
     raised = run_local("error_handling", tmp_path, ["--test_input", '{"input": {"mode": "raise"}}'])
     assert raised.returncode == 1
     details = error_of(printed_result(raised))
-    assert details["error_type"] == "ValueError" and details["error_message"] == "model exploded"
+    assert details["error_type"] == "<class 'ValueError'>" and details["error_message"] == "model exploded"
+    assert details["runpod_version"] == "1.12.0"
 
 
 # -- worker mode against the fake platform --------------------------------------
@@ -399,7 +425,19 @@ def test_worker_logger_json_lines(tmp_path: Any, fp: FakePlatform) -> None:
     assert {"requestId": job, "message": "positional job id", "level": "INFO"} in lines
     assert {"requestId": job, "message": "keyword job id", "level": "WARN"} in lines
     assert {"requestId": job, "message": "keyword request id", "level": "ERROR"} in lines
-    assert not [line for line in lines if "debug line" in line["message"]]
+    assert {"requestId": job, "message": "debug line hidden at INFO", "level": "DEBUG"} in lines
+
+
+def test_worker_logs_go_to_stdout(tmp_path: Any, fp: FakePlatform) -> None:
+    job = fp.add_job({})
+    with CompatWorker("logger_worker", tmp_path, fp, separate_stderr=True) as worker:
+        assert fp.wait_results(1, 20), worker.output()
+        assert worker.stop() == 0, worker.output()
+        out, err = worker.output(), worker.errors()
+    lines = [json.loads(line) for line in out.splitlines()]  # every stdout line is a JSON log line
+    assert {"requestId": job, "message": "positional job id", "level": "INFO"} in lines
+    assert {"requestId": None, "message": "Loading model (stand-in)...", "level": "INFO"} in lines
+    assert err == ""
 
 
 def test_worker_refresh_worker_exits_after_the_job(tmp_path: Any, fp: FakePlatform) -> None:
@@ -418,7 +456,11 @@ def test_worker_error_modes(tmp_path: Any, fp: FakePlatform) -> None:
         assert worker.stop() == 0, worker.output()
     raised, dict_error, json_error, empty_error, ok = (finals(fp, i)[0] for i in ids)
     details = error_of(raised)
-    assert details["error_type"] == "ValueError" and details["error_message"] == "model exploded"
+    assert details["error_type"] == "<class 'ValueError'>" and details["error_message"] == "model exploded"
+    assert list(details)[:6] == [
+        "error_type", "error_message", "error_traceback", "hostname", "worker_id", "runpod_version"
+    ]
+    assert details["runpod_version"] == "1.12.0"
     assert "model exploded" in details["error_traceback"]
     assert error_of(dict_error) == {"code": 42, "message": "bad prompt"}  # sent as a string
     assert error_of(json_error) == {"detail": "out of memory"}
@@ -478,8 +520,10 @@ def test_worker_debugger(tmp_path: Any, fp: FakePlatform) -> None:
         assert fp.wait_results(1, 20), worker.output()
         assert worker.stop() == 0, worker.output()
     (body,) = finals(fp, job)
-    assert body["output"] == {"result": "ABC"}
-    assert body["debugger"]["handler_seconds"] > 0
+    timings = body["output"].pop("rp_debugger")  # where the endpoint's clients see it
+    assert body == {"output": {"result": "ABC"}}
+    assert [t["name"] for t in timings["timestamps"]] == ["load_inputs", "inference"]
+    assert timings["ready_delay_ms"] >= 0
 
 
 def test_worker_cleanup_cuda(tmp_path: Any, fp: FakePlatform) -> None:

@@ -737,7 +737,7 @@ def test_every_start_key_of_the_table_is_accepted_without_warning() -> None:
 
 def test_the_table_and_config_name_the_same_fields_and_defaults() -> None:
     table = {s.name: s for s in SETTINGS if s.name != "serve_api"}  # it only picks the mode
-    derived = {"mode", "platform", "json_logs", "fetch_timeout", "sources"}
+    derived = {"mode", "platform", "json_logs", "fetch_timeout", "sources", "handler_log_level", "started"}
     config_fields = {f.name: f for f in dataclasses.fields(Config)}
     assert set(table) == set(config_fields) - derived
     # A Config built directly (as tests do) gets the same defaults as start().

@@ -8,6 +8,7 @@ from typing import Any, Dict
 
 import pytest
 
+import wavespeed
 from wavespeed.serverless.errors import OutputNotSerializable, WavespeedError
 from wavespeed.serverless.job import (
     Job,
@@ -113,25 +114,70 @@ def _raise(exc: BaseException) -> BaseException:
         return caught
 
 
-def test_error_payload_keys() -> None:
+RUNPOD_KEYS = ["error_type", "error_message", "error_traceback", "hostname", "worker_id", "runpod_version"]
+WAVESPEED_KEYS = ["error_type", "error_message", "error_traceback", "hostname", "worker_id", "wavespeed_version"]
+
+
+def test_error_payload_on_runpod_is_runpods() -> None:
+    # runpod 1.12's rp_job.run_job: str(type(err)) and runpod_version; ours adds wavespeed_version.
     exc = _raise(ValueError("bad input"))
     payload = error_payload(exc, "worker-1", "host-1")
-    assert {"error_type", "error_message", "error_traceback", "hostname", "worker_id"} <= set(payload)
-    assert payload["error_type"] == "ValueError"
+    assert list(payload)[:6] == RUNPOD_KEYS
+    assert payload["error_type"] == "<class 'ValueError'>"
+    assert payload["runpod_version"] == "1.12.0"
+    assert payload["wavespeed_version"] == wavespeed.__version__
     assert payload["error_message"] == "bad input"
     assert "Traceback" in payload["error_traceback"] and "ValueError" in payload["error_traceback"]
     assert (payload["hostname"], payload["worker_id"]) == ("host-1", "worker-1")
-    assert any(key.endswith("version") for key in payload)
     json.dumps(payload)  # the payload itself is JSON
 
 
-def test_error_payload_qualifies_non_builtin_types() -> None:
-    payload = error_payload(_raise(CustomError("x")), "w", "h")
-    assert payload["error_type"] == f"{__name__}.CustomError"
+def test_error_payload_on_runpod_names_the_module_of_other_types() -> None:
+    payload = error_payload(_raise(CustomError("x")), "w", "h", platform="runpod")
+    assert payload["error_type"] == f"<class '{__name__}.CustomError'>"
+
+
+def test_error_payload_on_waverless_is_wavespeed_1_0s() -> None:
+    # wavespeed 1.0.14's modules/job.py: type(e).__name__ and wavespeed_version.
+    payload = error_payload(_raise(CustomError("x")), "w", "h", platform="waverless")
+    assert list(payload) == WAVESPEED_KEYS
+    assert payload["error_type"] == "CustomError"
+    assert payload["wavespeed_version"] == wavespeed.__version__
 
 
 def test_error_payload_uses_given_traceback() -> None:
     assert error_payload(ValueError("x"), "w", "h", tb="TB")["error_traceback"] == "TB"
+
+
+def test_error_payload_survives_an_unprintable_exception() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert error_payload(Unprintable(), "w", "h")["error_message"] == "<unprintable Unprintable>"
+
+
+@pytest.mark.parametrize("secret", ["sk-plain-0123456789", 'sk-"quoted"\\back', "sk-ünï-çødé"])
+def test_error_payload_masks_the_key_before_encoding(secret: str) -> None:
+    exc = _raise(RuntimeError(f"auth failed for {secret}"))
+    payload = error_payload(exc, "w", "h", secrets=(secret,))
+    encoded = json.dumps(payload)
+    assert secret not in json.dumps(payload, ensure_ascii=False)
+    assert json.dumps(secret)[1:-1] not in encoded  # nor its escaped form
+    assert payload["error_message"] == "auth failed for ***"
+    assert "***" in payload["error_traceback"]
+
+
+def test_error_payload_and_error_text_mask_registered_secrets() -> None:
+    from wavespeed.serverless.masking import REGISTRY
+
+    REGISTRY.add("registered-secret-value")
+    exc = _raise(RuntimeError("token registered-secret-value rejected"))
+    assert error_payload(exc, "w", "h")["error_message"] == "token *** rejected"
+    assert error_text("registered-secret-value leaked") == "*** leaked"
+    assert error_text({"why": "registered-secret-value"}) == '{"why": "***"}'
+    body, _ = normalize_output({"error": "registered-secret-value", "partial": 1})
+    assert body == {"output": {"partial": 1}, "error": "***"}
 
 
 # -- encode --------------------------------------------------------------------

@@ -109,7 +109,7 @@ def test_handler_exception_exits_1_with_the_error(run_handler: Any) -> None:
     result = run_handler(test_input={"input": {"kind": "raise"}})
     assert result.code == 1
     details = json.loads(result.body()["error"])
-    assert details["error_type"] == "ValueError"
+    assert details["error_type"] == "<class 'ValueError'>"  # runpod's str(type(exc))
     assert details["error_message"] == "handler exploded"
     assert "Traceback" in details["error_traceback"]
 
@@ -149,10 +149,21 @@ def test_invalid_json_exits_1_flag_and_file(run_handler: Any, raw: str) -> None:
     assert from_file.code == 1 and "not valid JSON" in from_file.err
 
 
-@pytest.mark.parametrize("raw", ['{"prompt": "hi"}', "[1, 2]", '"input"'])
-def test_missing_input_key_exits_1(run_handler: Any, raw: str) -> None:
+@pytest.mark.parametrize("raw", ["[1, 2]", '"input"', "3"])
+def test_input_that_is_not_an_object_exits_1(run_handler: Any, raw: str) -> None:
     result = run_handler(test_input=raw)
     assert result.code == 1 and '"input"' in result.err and result.out == ""
+
+
+def test_object_without_input_key_is_the_input_as_in_wavespeed_1_0(run_handler: Any) -> None:
+    result = run_handler(test_input='{"prompt": "hi"}')
+    assert result.code == 0, result.err
+    assert result.body() == {"output": {"id": "local_test", "input": {"prompt": "hi"}}}
+    said = [line for line in result.err.splitlines() if 'no "input" key' in line]
+    assert len(said) == 1 and said[0].startswith("--test_input has no")
+    (run_handler.dir / "test_input.json").write_text('{"kind": "echo", "n": 1}')
+    from_file = run_handler()
+    assert from_file.code == 0 and from_file.body()["output"]["input"] == {"kind": "echo", "n": 1}
 
 
 def test_test_output_match_and_mismatch(run_handler: Any) -> None:

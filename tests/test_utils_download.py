@@ -384,10 +384,65 @@ def test_importing_the_helpers_is_cheap() -> None:
     import sys
 
     code = (
-        "import sys; from wavespeed.serverless.utils import download_file, upload_image, validate;"
+        "import sys; from wavespeed.serverless.utils import upload_image, validate, clean, VolumeCache;"
         "print(sorted(m for m in ('requests', 'urllib3', 'boto3') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert out.stdout.strip() == "[]", out.stderr
+    # The download helpers bring requests (their errors are requests.RequestException), never boto3.
+    code = (
+        "import sys; from wavespeed.serverless.utils import download_file;"
+        "print(sorted(m for m in ('boto3', 'flask', 'waitress') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert out.stdout.strip() == "[]", out.stderr
 
 
+
+
+# -- runpod's error classes and rp_ssrf.safe_get -------------------------------------------
+
+
+def test_errors_are_request_exceptions_and_refusals_value_errors(server: Server, allowed: None) -> None:
+    import requests
+
+    from wavespeed.serverless.utils import DownloadBlocked
+
+    server.routes["/gone"] = lambda: (404, {"Content-Length": "0"}, b"")
+    with pytest.raises(requests.RequestException) as failed:  # what code written for runpod catches
+        download_file(server.url + "/gone")
+    assert isinstance(failed.value, DownloadError) and failed.value.status == 404
+    for blocked in (DownloadRefused, DownloadTooLarge, UnsafeArchive):
+        assert issubclass(blocked, DownloadBlocked) and issubclass(blocked, ValueError)
+        assert issubclass(blocked, requests.RequestException)
+
+
+def test_safe_get_streams_a_response(server: Server, allowed: None) -> None:
+    from wavespeed.serverless.utils import safe_get
+    from wavespeed.serverless.utils.download import iter_content_capped
+
+    server.file("/x.bin", PNG, Content_Type="image/png")
+    server.redirect("/hop", "/x.bin")
+    with safe_get(server.url + "/hop", headers={"X-Mine": "1"}) as response:
+        assert response.status_code == 200 and response.url == server.url + "/x.bin"
+        assert response.headers["Content-Type"] == "image/png"
+        assert b"".join(iter_content_capped(response, 1024, None)) == PNG
+    whole = safe_get(server.url + "/x.bin", stream=False)
+    assert whole.content == PNG
+    with pytest.raises(DownloadTooLarge):
+        safe_get(server.url + "/x.bin", max_bytes=100)  # declared Content-Length over the cap
+    server.routes["/lying"] = lambda: (200, {}, PNG)  # no Content-Length: caught while reading
+    with safe_get(server.url + "/lying") as response:
+        with pytest.raises(DownloadTooLarge):
+            b"".join(iter_content_capped(response, 256, 1000))
+
+
+def test_safe_get_refuses_what_downloads_refuse(server: Server, strict: None, public_name: str) -> None:
+    from wavespeed.serverless.utils import safe_get
+
+    server.redirect("/to-private", server.url + "/x")
+    with pytest.raises(DownloadRefused):
+        safe_get(server.url + "/x")  # loopback
+    with pytest.raises(DownloadRefused):
+        safe_get(f"http://{public_name}:{server.port}/to-private")  # checked again after the redirect
+    assert server.hits.get("/x") is None

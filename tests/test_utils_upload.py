@@ -1,4 +1,9 @@
-"""Uploads: boto3 faked at its import seam, and the no-bucket local fallback."""
+"""Uploads: boto3 faked at its import seam, and the no-bucket local fallback.
+
+runpod's functions (``wavespeed.serverless.utils.upload``, the layer's
+``rp_upload``) and wavespeed 1.0.14's (``wavespeed.serverless.utils``, with
+explicit credentials) are both pinned here.
+"""
 
 import os
 import sys
@@ -9,14 +14,15 @@ from typing import Any, Dict, List
 
 import pytest
 
+import wavespeed.serverless.utils as utils
 from wavespeed.serverless.utils import (
     MissingExtra,
     bucket_upload,
-    upload_file_to_bucket,
     upload_files,
     upload_image,
     upload_in_memory_object,
 )
+from wavespeed.serverless.utils.upload import get_boto_client, upload_file_to_bucket
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -47,11 +53,17 @@ class FakeS3:
         with open(kwargs["Filename"], "rb") as handle:
             self._record("upload_file", kwargs, handle.read())
 
-    def upload_fileobj(self, fileobj: Any, bucket: str, key: str, **kwargs: Any) -> None:
-        self._record("upload_fileobj", {"Bucket": bucket, "Key": key}, fileobj.read())
+    def upload_fileobj(self, Fileobj: Any, Bucket: str, Key: str, **kwargs: Any) -> None:  # noqa: N803 - boto3's names
+        self._record("upload_fileobj", dict(kwargs, Bucket=Bucket, Key=Key), Fileobj.read())
+
+    def download_file(self, **kwargs: Any) -> None:
+        with open(kwargs["Filename"], "wb") as handle:
+            handle.write(b"FROM-S3")
+        self._record("download_file", kwargs, None)
 
     def generate_presigned_url(self, op: str, Params: Dict[str, str], ExpiresIn: int) -> str:  # noqa: N803
-        assert op == "get_object" and ExpiresIn == 604800
+        assert op == "get_object"
+        self.expires = ExpiresIn
         return f"https://signed.example/{Params['Bucket']}/{Params['Key']}"
 
 
@@ -71,12 +83,19 @@ def fake_boto3(monkeypatch: pytest.MonkeyPatch) -> List[FakeS3]:
         def __init__(self, **kwargs: Any) -> None:
             self.kwargs = kwargs
 
+    class TransferConfig(Config):
+        pass
+
     boto3 = types.ModuleType("boto3")
     boto3.session = types.SimpleNamespace(Session=Session)  # type: ignore[attr-defined]
+    transfer = types.ModuleType("boto3.s3.transfer")
+    transfer.TransferConfig = TransferConfig  # type: ignore[attr-defined]
     botocore = types.ModuleType("botocore")
     botocore_config = types.ModuleType("botocore.config")
     botocore_config.Config = Config  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "boto3", boto3)
+    monkeypatch.setitem(sys.modules, "boto3.s3", types.ModuleType("boto3.s3"))
+    monkeypatch.setitem(sys.modules, "boto3.s3.transfer", transfer)
     monkeypatch.setitem(sys.modules, "botocore", botocore)
     monkeypatch.setitem(sys.modules, "botocore.config", botocore_config)
     return clients
@@ -182,6 +201,7 @@ def test_upload_in_memory_object_to_bucket(bucket_env: None, fake_boto3: List[Fa
     assert url == "https://signed.example/mem/a.bin"
     ((name, args, body),) = fake_boto3[0].calls
     assert (name, args, body) == ("upload_fileobj", {"Bucket": "mem", "Key": "a.bin"}, b"bytes!")
+    assert fake_boto3[0].expires == 604800
 
 
 def test_bucket_upload_returns_plain_urls(no_bucket: None, fake_boto3: List[FakeS3], tmp_path: Any) -> None:
@@ -224,3 +244,130 @@ def test_incomplete_bucket_creds(no_bucket: None, fake_boto3: List[FakeS3], imag
         upload_file_to_bucket("a", image, bucket_creds={"endpointUrl": "https://x", "accessId": "i"})
     with pytest.raises(ValueError, match="bucketName"):
         bucket_upload("j", [image], {"endpointUrl": "https://x", "accessId": "i", "accessSecret": "s"})
+
+
+# -- runpod's get_boto_client -----------------------------------------------------------
+
+
+def test_get_boto_client_returns_client_and_transfer_config(bucket_env: None, fake_boto3: List[FakeS3]) -> None:
+    client, config = get_boto_client()
+    assert client is fake_boto3[0] and client.kwargs["region_name"] == "us-west-2"
+    assert type(config).__name__ == "TransferConfig" and config.kwargs["use_threads"] is True
+    creds = {"endpointUrl": "https://ams3.digitaloceanspaces.com", "accessId": "i", "accessSecret": "s"}
+    other, _ = get_boto_client(creds)
+    assert other.kwargs["endpoint_url"] == creds["endpointUrl"] and other.kwargs["region_name"] == "ams3"
+
+
+def test_get_boto_client_without_bucket_or_boto3(no_bucket: None, fake_boto3: List[FakeS3], monkeypatch: pytest.MonkeyPatch) -> None:
+    client, config = get_boto_client()
+    assert client is None and type(config).__name__ == "TransferConfig"  # runpod: (None, config)
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    assert get_boto_client() == (None, None)  # runpod: boto3 missing
+
+
+# -- wavespeed 1.0.14's names and signatures ----------------------------------------------
+
+CREDS = {
+    "endpoint_url": "https://bucket.s3.eu-west-1.amazonaws.com",
+    "access_key_id": "AKID",
+    "secret_access_key": "SECRET",
+}
+
+
+def test_wavespeed_names_are_1_0_14s() -> None:
+    import inspect
+
+    expected = {
+        "create_boto_client": ["endpoint_url", "access_key_id", "secret_access_key", "region"],
+        "upload_file_to_bucket": [
+            "file_location", "file_name", "endpoint_url", "access_key_id", "secret_access_key",
+            "bucket_name", "prefix", "extra_args", "region", "presigned_url_expiry", "progress_callback",
+        ],
+        "upload_file_to_bucket_or_local": [
+            "file_location", "file_name", "bucket_name", "endpoint_url", "access_key_id",
+            "secret_access_key", "prefix", "extra_args", "region", "presigned_url_expiry",
+            "progress_callback", "local_fallback_dir",
+        ],
+        "upload_bytes_to_bucket": [
+            "file_data", "file_name", "endpoint_url", "access_key_id", "secret_access_key",
+            "bucket_name", "prefix", "extra_args", "region", "presigned_url_expiry",
+        ],
+        "download_file_from_bucket": [
+            "file_name", "destination_path", "endpoint_url", "access_key_id", "secret_access_key",
+            "bucket_name", "prefix", "region", "progress_callback",
+        ],
+        "extract_region_from_url": ["endpoint_url"],
+    }
+    for name, params in expected.items():
+        assert list(inspect.signature(getattr(utils, name)).parameters) == params, name
+    from wavespeed.serverless.utils.boto3_utils import upload_file_to_bucket as ws_upload
+
+    assert utils.upload_file_to_bucket is ws_upload
+
+
+def test_create_boto_client(fake_boto3: List[FakeS3]) -> None:
+    client, config = utils.create_boto_client(**CREDS)
+    assert client.kwargs["region_name"] == "eu-west-1"
+    assert client.kwargs["config"].kwargs["signature_version"] == "s3v4"
+    assert config.kwargs["multipart_threshold"] == 8 * 1024 * 1024
+    client, _ = utils.create_boto_client(**CREDS, region="us-east-2")
+    assert client.kwargs["region_name"] == "us-east-2"
+
+
+def test_wavespeed_upload_file_to_bucket(fake_boto3: List[FakeS3], image: str) -> None:
+    seen: List[int] = []
+    url = utils.upload_file_to_bucket(
+        image, "out.png", **CREDS, bucket_name="outs", prefix="p", extra_args={"ContentType": "image/png"},
+        presigned_url_expiry=60, progress_callback=seen.append,
+    )
+    assert url == "https://signed.example/outs/p/out.png"
+    ((name, args, body),) = fake_boto3[0].calls
+    assert name == "upload_file" and body == b"PNGDATA"
+    assert args["Key"] == "p/out.png" and args["ExtraArgs"] == {"ContentType": "image/png"}
+    assert args["Callback"] == seen.append and type(args["Config"]).__name__ == "TransferConfig"
+    assert fake_boto3[0].expires == 60
+
+
+def test_wavespeed_upload_or_local(no_bucket: None, no_boto3: None, image: str, tmp_path: Any) -> None:
+    path = utils.upload_file_to_bucket_or_local(image, "../escape.png", "b", local_fallback_dir="kept")
+    assert path == os.path.join("kept", "escape.png")  # the name cannot leave the folder
+    with open(path, "rb") as handle:
+        assert handle.read() == b"PNGDATA"
+
+
+def test_wavespeed_upload_bytes_small_and_large(fake_boto3: List[FakeS3]) -> None:
+    small = utils.upload_bytes_to_bucket(b"tiny", "t.txt", **CREDS, bucket_name="b", extra_args={"ContentType": "text/plain"})
+    assert small == "https://signed.example/b/t.txt"
+    ((name, args, body),) = fake_boto3[0].calls
+    assert name == "put_object" and body == b"tiny" and args["ContentType"] == "text/plain"
+    big = b"x" * (8 * 1024 * 1024)
+    utils.upload_bytes_to_bucket(big, "big.bin", **CREDS, bucket_name="b", prefix="d")
+    ((name, args, body),) = fake_boto3[1].calls
+    assert name == "upload_fileobj" and len(body) == len(big) and args["Key"] == "d/big.bin"
+
+
+def test_wavespeed_download_file_from_bucket(fake_boto3: List[FakeS3], tmp_path: Any) -> None:
+    target = str(tmp_path / "got.bin")
+    assert utils.download_file_from_bucket("o.bin", target, **CREDS, bucket_name="b", prefix="in") == target
+    ((name, args, _body),) = fake_boto3[0].calls
+    assert name == "download_file" and args["Key"] == "in/o.bin" and args["Bucket"] == "b"
+    with open(target, "rb") as handle:
+        assert handle.read() == b"FROM-S3"
+
+
+@pytest.mark.parametrize(
+    "url, region",
+    [
+        ("https://bucket.s3.us-west-2.amazonaws.com", "us-west-2"),  # runpod and 1.0.14 agree
+        ("https://bucket.nyc3.digitaloceanspaces.com", "nyc3"),
+        ("https://minio.local:9000", None),
+        ("https://s3.eu-central-1.amazonaws.com", "eu-central-1"),  # both references: None
+    ],
+)
+def test_extract_region_from_url(url: str, region: Any) -> None:
+    assert utils.extract_region_from_url(url) == region
+
+
+def test_wavespeed_upload_without_boto3_names_the_extra(no_boto3: None, image: str) -> None:
+    with pytest.raises(MissingExtra):
+        utils.upload_file_to_bucket(image, "x", **CREDS, bucket_name="b")

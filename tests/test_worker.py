@@ -190,7 +190,7 @@ def test_handler_exception_becomes_the_error_payload(fp: FakePlatform, tmp_path:
         (body,) = fp.results(job_id)
         assert set(body) == {"error"}
         details = json.loads(body["error"])
-        assert details["error_type"] == "ValueError"
+        assert details["error_type"] == "<class 'ValueError'>"  # runpod's format on RunPod
         assert details["error_message"] == "the model fell over"
         assert "Traceback" in details["error_traceback"]
         assert details["worker_id"] == "pod-1"

@@ -416,16 +416,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         [args.python, os.path.abspath(__file__), "--worker"],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,  # the worker's log lines (stdout, as runpod's)
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     tail: Deque[str] = deque(maxlen=40)
     spool_lines: List[str] = []
 
     def drain() -> None:
-        assert proc.stderr is not None
-        for raw in proc.stderr:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
             line = raw.decode("utf-8", "replace")
             tail.append(line)
             if "spooled to" in line:  # the worker's warning for each spooled result

@@ -30,6 +30,7 @@ Nothing here runs at import time.
 
 import logging
 import os
+import time
 import uuid
 import warnings
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 from .errors import ConfigError
 from .settings import (
     CALLABLE,
+    DEFAULT_SOURCE,
     HOST_LIST,
     JSON,
     LOG_LEVEL,
@@ -154,7 +156,7 @@ SETTINGS: Tuple[Setting, ...] = (
             default=10.0, env=_platform("PING_INTERVAL"), default_doc="10000"),
     Setting("log_level", LOG_LEVEL,
             "log level: NOTSET, TRACE, DEBUG, INFO, WARN/WARNING or ERROR",
-            default=logging.INFO, default_doc="INFO",
+            default=logging.INFO, default_doc="INFO; the handler's own lines DEBUG",
             env=_platform("LOG_LEVEL", "RUNPOD_DEBUG_LEVEL"), flags=_both("log_level")),
     Setting("realtime_port", PORT,
             "realtime port: non-zero serves the HTTP API on 0.0.0.0:PORT instead of polling",
@@ -268,6 +270,7 @@ class Config:
     ping_url: Optional[str] = None
     ping_interval: float = 10.0
     log_level: int = logging.INFO
+    handler_log_level: Optional[int] = None  # the handler's own lines; None: DEBUG, as runpod
     json_logs: bool = False
     concurrency_modifier: Optional[Callable[[int], int]] = None
     return_aggregate_stream: bool = False
@@ -291,6 +294,7 @@ class Config:
     spool_dir: str = field(default_factory=lambda: default_spool_dir(os.environ))
     async_mode: str = "shared"  # "shared": one event loop; "thread": one per pool thread
     fetch_timeout: float = 100.0  # RunPod long-polls job-take for up to ~90 s
+    started: float = field(default_factory=time.perf_counter, compare=False)  # when start() ran
     sources: Mapping[str, str] = field(
         default_factory=lambda: MappingProxyType({}), repr=False, compare=False
     )
@@ -339,6 +343,8 @@ class Config:
             if values[name]:
                 values[name] = fill_pod(values[name], worker_id)
         values["json_logs"] = bool(values["endpoint_id"])
+        if sources["log_level"] != DEFAULT_SOURCE:  # a level setting sets the handler's lines too
+            values["handler_log_level"] = values["log_level"]
 
         if values["test_output"] is not None and values["test_input"] is None:
             raise ConfigError("needs --test_input", sources["test_output"])

@@ -1,19 +1,28 @@
 """Jobs and every wire shape of a result.
 
 ``normalize_output`` is runpod's table of how a handler's return value
-becomes the body posted to job-done; ``error_result`` is the payload of a
-handler exception; ``encode`` turns a body into bytes exactly once.
+becomes the body posted to job-done; ``error_payload`` is the payload of a
+handler exception, in the format of the platform's reference SDK;
+``encode`` turns a body into bytes exactly once. Secrets (the API key,
+values registered with ``log.secret``) are masked in every error text
+before it is encoded.
 """
 
 import contextvars
 import json
 import threading
+import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
-from .. import __version__
+from .. import RUNPOD_VERSION, __version__
 from .errors import OutputNotSerializable
+from .masking import mask, mask_value
+
+# When the SDK was imported: the debugger's ready delay runs from here to
+# start(), as runpod's does from its own import.
+IMPORTED_AT = time.perf_counter()
 
 
 class Job(dict):  # type: ignore[type-arg]
@@ -88,15 +97,15 @@ def failure(job_id: str, message: str, stop_pod: bool = False) -> JobResult:
 
 
 def error_text(error: Any) -> str:
-    """A handler's ``error`` value as the string both platforms need."""
+    """A handler's ``error`` value as the string both platforms need, secrets masked."""
     if isinstance(error, str):
-        return error
+        return mask(error)
     if isinstance(error, (list, dict, tuple)):
         try:
-            return json.dumps(error, ensure_ascii=False, default=str)
-        except (TypeError, ValueError):
-            return str(error)
-    return str(error)
+            return json.dumps(mask_value(error), ensure_ascii=False, default=str)
+        except (TypeError, ValueError, RecursionError):
+            return mask(str(error))
+    return mask(str(error))
 
 
 def normalize_output(value: Any, refresh_worker: bool = False) -> Tuple[Dict[str, Any], bool]:
@@ -122,22 +131,44 @@ def normalize_output(value: Any, refresh_worker: bool = False) -> Tuple[Dict[str
     return body, stop_pod
 
 
+def _exception_text(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ raises still gets reported
+        return f"<unprintable {type(exc).__name__}>"
+
+
 def error_payload(
-    exc: BaseException, worker_id: str, hostname: str, tb: Optional[str] = None
+    exc: BaseException,
+    worker_id: str,
+    hostname: str,
+    tb: Optional[str] = None,
+    *,
+    platform: str = "runpod",
+    secrets: Iterable[Optional[str]] = (),
 ) -> Dict[str, Any]:
-    """The details of a handler exception, as runpod reports them."""
-    return {
-        "error_type": f"{type(exc).__module__}.{type(exc).__qualname__}"
-        if type(exc).__module__ != "builtins"
-        else type(exc).__qualname__,
-        "error_message": str(exc),
-        "error_traceback": tb
-        if tb is not None
-        else "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+    """The details of a handler exception, as the platform's reference SDK reports them.
+
+    RunPod gets runpod 1.12's keys and formats (``error_type`` is
+    ``str(type(exc))``, e.g. ``"<class 'ValueError'>"``, and
+    ``runpod_version``); Waverless gets wavespeed 1.0.14's (``error_type`` is
+    the class name, and ``wavespeed_version``). Every string is masked
+    (the registered secrets plus ``secrets``).
+    """
+    if tb is None:
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    details: Dict[str, Any] = {
+        "error_type": type(exc).__name__ if platform == "waverless" else str(type(exc)),
+        "error_message": _exception_text(exc),
+        "error_traceback": tb,
         "hostname": hostname,
         "worker_id": worker_id,
-        "wavespeed_version": __version__,
     }
+    if platform != "waverless":
+        details["runpod_version"] = RUNPOD_VERSION
+    details["wavespeed_version"] = __version__
+    masked: Dict[str, Any] = mask_value(details, secrets)
+    return masked
 
 
 def encode(body: Any) -> bytes:

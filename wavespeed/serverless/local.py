@@ -75,9 +75,19 @@ def load_input(config: Config) -> Optional[Any]:
     except ValueError as exc:
         log.error("%s is not valid JSON: %s", source, exc)
         return None
-    if not isinstance(data, dict) or "input" not in data:
+    if not isinstance(data, dict):
         log.error('%s must be a JSON object with an "input" key, e.g. {"input": {...}}', source)
         return None
+    if "input" not in data:
+        # wavespeed 1.0 ran such an object as the input itself; say so, since
+        # runpod would have refused it.
+        print(
+            f'{source} has no "input" key: running with the whole object as the input '
+            '(write {"input": {...}} to silence this)',
+            file=sys.stderr,
+            flush=True,
+        )
+        data = {"input": data}
     data.setdefault("id", "local_test")
     return data
 

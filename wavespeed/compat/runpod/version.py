@@ -1,15 +1,17 @@
-"""The version the layer reports as ``runpod.__version__``.
+"""``runpod.version``: the runpod-python release whose worker surface the layer speaks.
 
-It is the runpod-python release whose worker surface the layer follows,
-with wavespeed's version as the local part, so version checks such as
-``Version(runpod.__version__) >= Version("1.7")`` still pass.
+``runpod.__version__`` is exactly ``"1.12.0"``, as runpod's own is: a
+platform or a worker may gate behaviour on it. wavespeed's version is
+``wavespeed.__version__`` (sent to platforms as ``wavespeed_version``).
 """
 
-from wavespeed import __version__ as _wavespeed_version
+from wavespeed import RUNPOD_VERSION
 
-RUNPOD_API_VERSION = "1.12.0"
-__version__ = f"{RUNPOD_API_VERSION}+wavespeed.{_wavespeed_version}"
+__all__ = ["get_version", "__version__"]
+
+__version__ = RUNPOD_VERSION
 
 
 def get_version() -> str:
-    return __version__
+    """The runpod-python version this layer stands in for."""
+    return RUNPOD_VERSION

@@ -11,12 +11,15 @@ Time a function or a block inside a handler::
         with LineTimer("inference"):
             ...
 
-With the debugger flag on, the runner opens a ``Timings`` collector around
-each job (``collecting``) and adds ``timings.report()`` to the job's
-``debugger`` output. The collector lives in a ContextVar, so jobs running at
-the same time in different threads never mix their timings, and nothing is
-kept between jobs. With the flag off, or outside a job, the timers only call
-through: no clock is read and nothing is stored.
+The runner opens a ``Timings`` collector around each job (``collecting``).
+With the debugger flag on, the job's output gets ``timings.report()`` under
+``"rp_debugger"`` (where runpod puts it). The collector lives in a
+ContextVar, so jobs running at the same time in different threads never mix
+their timings, and nothing is kept between jobs. With the flag off, or
+outside a job, the timers only call through: no clock is read and nothing is
+stored. runpod's named ``Checkpoints`` (``add``/``start``/``stop``) keep
+their bookkeeping per job either way, so they raise ``KeyError`` where
+runpod's do.
 
 Threads a handler starts itself do not inherit the collector; run their work
 with ``contextvars.copy_context().run(...)`` to have it timed.
@@ -31,16 +34,37 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-__all__ = ["Timings", "collecting", "current_timings", "FunctionTimer", "LineTimer"]
+__all__ = ["Timings", "collecting", "current_timings", "system_info", "FunctionTimer", "LineTimer"]
+
+
+def system_info() -> Dict[str, str]:
+    """What runpod reports as ``system_info``, plus wavespeed's version."""
+    import platform
+
+    from ... import RUNPOD_VERSION, __version__
+
+    return {
+        "os": f"{platform.system()} {platform.release()}",
+        "processor": platform.processor() or platform.machine() or "Unable to get processor info.",
+        "python_version": platform.python_version(),
+        "runpod": RUNPOD_VERSION,
+        "wavespeed": __version__,
+    }
 
 
 class Timings:
-    """The timings of one job: named spans with their wall-clock bounds."""
+    """The timings of one job: named spans with their wall-clock bounds.
 
-    def __init__(self) -> None:
+    ``enabled`` is False when the debugger flag is off: the timers then skip
+    the job entirely, and only the ``Checkpoints`` bookkeeping is kept.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
         self._lock = threading.Lock()
         self._spans: List[Dict[str, Any]] = []
-        self._open: Dict[str, List[Tuple[float, str]]] = {}
+        # runpod's named checkpoints: name -> (perf_counter start, its UTC time) or None.
+        self._checkpoints: Dict[str, Optional[Tuple[float, str]]] = {}
 
     @staticmethod
     def _utc() -> str:
@@ -58,18 +82,28 @@ class Timings:
         with self._lock:
             self._spans.append(span)
 
-    def begin(self, name: str) -> None:
-        """Open a span by name (``end(name)`` closes the latest one of that name)."""
-        with self._lock:
-            self._open.setdefault(name, []).append((time.perf_counter(), self._utc()))
+    # runpod's Checkpoints, with its KeyErrors and their messages.
 
-    def end(self, name: str) -> None:
+    def add(self, name: str) -> None:
         with self._lock:
-            stack = self._open.get(name)
-            if not stack:
-                raise KeyError(f"timer {name!r} was not started")
-            started, started_utc = stack.pop()
-        self.record(name, started, started_utc)
+            if name in self._checkpoints:
+                raise KeyError(f'Checkpoint name "{name}" already exists.')
+            self._checkpoints[name] = None
+
+    def start(self, name: str) -> None:
+        with self._lock:
+            if name not in self._checkpoints:
+                raise KeyError(f"Checkpoint name '{name}' does not exist.")
+            self._checkpoints[name] = (time.perf_counter(), self._utc())
+
+    def stop(self, name: str) -> None:
+        with self._lock:
+            if name not in self._checkpoints:
+                raise KeyError(f"Checkpoint name '{name}' does not exist.")
+            started = self._checkpoints[name]
+            if started is None:
+                raise KeyError("Checkpoint has not been started.")
+        self.record(name, started[0], started[1])
 
     def entries(self) -> List[Dict[str, Any]]:
         """The finished spans, in the order they finished."""
@@ -79,23 +113,11 @@ class Timings:
     def clear(self) -> None:
         with self._lock:
             self._spans.clear()
-            self._open.clear()
+            self._checkpoints.clear()
 
     def report(self) -> Dict[str, Any]:
-        """What the runner adds to a job's ``debugger`` output."""
-        import platform
-
-        from ... import __version__
-
-        return {
-            "timestamps": self.entries(),
-            "system_info": {
-                "os": f"{platform.system()} {platform.release()}",
-                "processor": platform.processor() or platform.machine(),
-                "python_version": platform.python_version(),
-                "wavespeed": __version__,
-            },
-        }
+        """What the runner puts in a job's ``rp_debugger`` output."""
+        return {"system_info": system_info(), "timestamps": self.entries()}
 
 
 _current: "contextvars.ContextVar[Optional[Timings]]" = contextvars.ContextVar(
@@ -132,7 +154,7 @@ class FunctionTimer:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         timings = _current.get()
-        if timings is None:
+        if timings is None or not timings.enabled:
             return self.function(*args, **kwargs)
         if self._is_async:
             return self._timed_await(timings, args, kwargs)
@@ -166,7 +188,8 @@ class LineTimer:
         self._started_utc = ""
 
     def __enter__(self) -> "LineTimer":
-        self._timings = _current.get()
+        timings = _current.get()
+        self._timings = timings if timings is not None and timings.enabled else None
         if self._timings is not None:
             self._started, self._started_utc = time.perf_counter(), Timings._utc()
         return self

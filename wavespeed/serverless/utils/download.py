@@ -21,9 +21,15 @@ Job input is untrusted, so every download:
   resolve the host itself and defeat the address check.
 
 A refused URL or an oversized body raises ``DownloadRefused`` /
-``DownloadTooLarge``; other failures raise ``DownloadError`` from
+``DownloadTooLarge`` (both ``DownloadBlocked``, a ``ValueError``, runpod's
+``SSRFError``); other failures raise ``DownloadError`` from
 ``download_file`` and become ``None`` entries in
-``download_files_from_urls``.
+``download_files_from_urls``. Every one of them is a ``DownloadError`` and a
+``requests.RequestException``, so ``except RequestException`` written for
+runpod still catches them.
+
+``safe_get(url)`` is the same guard for code that wants a streamed
+``requests.Response`` (runpod's ``rp_ssrf.safe_get``).
 """
 
 import ipaddress
@@ -34,8 +40,10 @@ import socket
 import time
 import uuid
 import zipfile
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 from urllib.parse import unquote, urljoin, urlsplit
+
+import requests
 
 from ..errors import WavespeedError
 from ..logs import logger
@@ -45,10 +53,16 @@ __all__ = [
     "file",
     "download_files_from_urls",
     "DownloadError",
+    "DownloadBlocked",
     "DownloadRefused",
     "DownloadTooLarge",
     "UnsafeArchive",
     "is_public_address",
+    "resolve_public",
+    "allow_private",
+    "max_download_bytes",
+    "safe_get",
+    "iter_content_capped",
     "ALLOW_PRIVATE_ENV",
 ]
 
@@ -66,8 +80,12 @@ _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _SAFE_EXT = re.compile(r"^\.[A-Za-z0-9_-]{1,16}$")
 
 
-class DownloadError(WavespeedError):
-    """A download failed (after its retries)."""
+class DownloadError(WavespeedError, requests.RequestException):
+    """A download failed (after its retries).
+
+    Also a ``requests.RequestException``: code written for runpod's
+    ``rp_download`` catches it as such.
+    """
 
     def __init__(self, message: str, url: str = "", status: Optional[int] = None) -> None:
         self.url = url
@@ -75,15 +93,19 @@ class DownloadError(WavespeedError):
         super().__init__(message)
 
 
-class DownloadRefused(DownloadError, ValueError):
-    """The URL points somewhere a job may not send the worker (not retried)."""
+class DownloadBlocked(DownloadError, ValueError):
+    """A safety rule stopped the download (never retried); runpod's ``SSRFError``."""
 
 
-class DownloadTooLarge(DownloadError):
+class DownloadRefused(DownloadBlocked):
+    """The URL points somewhere a job may not send the worker."""
+
+
+class DownloadTooLarge(DownloadBlocked):
     """The body (or a zip's content) is larger than the size cap."""
 
 
-class UnsafeArchive(DownloadError, ValueError):
+class UnsafeArchive(DownloadBlocked):
     """A zip entry would land outside its extraction folder, or is a link."""
 
 
@@ -91,12 +113,14 @@ class _Retryable(Exception):
     """One attempt failed in a way worth another try."""
 
 
-def _allow_private(environ: Optional[Mapping[str, str]] = None) -> bool:
+def allow_private(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """True when ``RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS`` lifts the address check."""
     value = (environ if environ is not None else os.environ).get(ALLOW_PRIVATE_ENV, "")
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
-def _max_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
+def max_download_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
+    """The size cap of one download (and of what a zip may extract to), in bytes."""
     env = environ if environ is not None else os.environ
     for name in MAX_BYTES_ENVS:
         raw = env.get(name)
@@ -134,6 +158,19 @@ def is_public_address(address: str) -> bool:
     return bool(ip.is_global)
 
 
+def resolve_public(host: str, port: int, url: str = "") -> List[str]:
+    """The addresses ``host`` resolves to, refusing them all if any is not public.
+
+    Raises ``DownloadRefused`` for a non-public answer (unless private
+    addresses are allowed) and ``DownloadError`` when the name does not
+    resolve.
+    """
+    try:
+        return _resolve(host, port, url or host)
+    except _Retryable as exc:
+        raise DownloadError(str(exc), url or host) from None
+
+
 def _resolve(host: str, port: int, url: str) -> List[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -144,7 +181,9 @@ def _resolve(host: str, port: int, url: str) -> List[str]:
         address = str(info[4][0])
         if address not in addresses:
             addresses.append(address)
-    if not _allow_private():
+    if not addresses:
+        raise _Retryable(f"{host!r} resolves to no address")
+    if not allow_private():
         for address in addresses:
             # One bad answer is enough: a name resolving to both kinds is hostile.
             if not is_public_address(address):
@@ -171,7 +210,9 @@ def _authority(host: str, port: int, scheme: str) -> str:
     return shown if port == default else f"{shown}:{port}"
 
 
-def _open(url: str, timeout: Tuple[float, float], headers: Mapping[str, str]) -> Tuple[Any, Any, str]:
+def _open(
+    url: str, timeout: Tuple[float, float], headers: Mapping[str, str], max_redirects: int = MAX_REDIRECTS
+) -> Tuple[Any, Any, str]:
     """GET ``url``, following redirects, each hop checked and pinned to its address.
 
     Returns ``(response, pool, final_url)``; the caller reads and closes both.
@@ -179,7 +220,7 @@ def _open(url: str, timeout: Tuple[float, float], headers: Mapping[str, str]) ->
     import urllib3
 
     current = url
-    for _hop in range(MAX_REDIRECTS + 1):
+    for _hop in range(max_redirects + 1):
         parts = urlsplit(current)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
@@ -240,7 +281,7 @@ def _open(url: str, timeout: Tuple[float, float], headers: Mapping[str, str]) ->
             current = urljoin(current, location)
             continue
         return response, pool, current
-    raise DownloadRefused(f"refusing to download {url}: more than {MAX_REDIRECTS} redirects", url)
+    raise DownloadRefused(f"refusing to download {url}: more than {max_redirects} redirects", url)
 
 
 def _fetch(
@@ -256,7 +297,7 @@ def _fetch(
 
     from ... import __version__
 
-    cap = max_bytes if max_bytes is not None else _max_bytes()
+    cap = max_bytes if max_bytes is not None else max_download_bytes()
     headers = {"User-Agent": f"wavespeed/{__version__}", "Accept-Encoding": "identity"}
     partial = destination + ".part"
     delay = 0.25
@@ -290,6 +331,10 @@ def _fetch(
                 "content_type": response.headers.get("Content-Type", ""),
                 "size": written,
             }
+        except DownloadError:
+            # Ours, and an OSError too (requests' base class): final, not retried here.
+            _remove(partial)
+            raise
         except (_Retryable, urllib3.exceptions.HTTPError, OSError) as exc:
             _remove(partial)
             if attempt == attempts:
@@ -411,7 +456,7 @@ def download_file(url: str, *, folder: str = "job_files") -> Dict[str, Optional[
         target = os.path.join(folder, stem)
         os.makedirs(target, exist_ok=True)
         try:
-            _extract_zip(path, target, _max_bytes())
+            _extract_zip(path, target, max_download_bytes())
         except zipfile.BadZipFile as exc:
             shutil.rmtree(target, ignore_errors=True)
             raise DownloadError(f"{url} is not a valid zip file: {exc}", url) from exc
@@ -470,3 +515,72 @@ def download_files_from_urls(
 
     with ThreadPoolExecutor(max_workers=min(8, len(items)), thread_name_prefix="wavespeed-dl") as pool:
         return list(pool.map(one, items))
+
+
+def safe_get(
+    url: str,
+    *,
+    stream: bool = True,
+    timeout: float = 30,
+    headers: Optional[Mapping[str, str]] = None,
+    max_bytes: Optional[int] = None,
+    max_redirects: int = MAX_REDIRECTS,
+) -> requests.Response:
+    """GET a URL from job input under the download guard; a ``requests.Response``.
+
+    The same rules as every download here: http(s) only, public addresses
+    only (checked after DNS, pinned, and again at each redirect), a size cap
+    on a declared ``Content-Length`` (read the body with
+    ``iter_content_capped`` to hold a lying server to it). One try, no
+    retries. Raises ``DownloadRefused`` / ``DownloadTooLarge`` (runpod's
+    ``SSRFError``) or ``requests.ConnectionError``. Close the response (or
+    use it in a ``with``) when done.
+    """
+    from ... import __version__
+
+    cap = max_bytes if max_bytes is not None else max_download_bytes()
+    request_headers = {"User-Agent": f"wavespeed/{__version__}", "Accept-Encoding": "identity"}
+    request_headers.update(headers or {})
+    try:
+        raw, pool, final_url = _open(url, (float(timeout), float(timeout)), request_headers, max_redirects)
+    except _Retryable as exc:
+        raise requests.ConnectionError(str(exc)) from None
+    adapter = requests.adapters.HTTPAdapter()
+    prepared = requests.Request("GET", final_url, headers=request_headers).prepare()
+    response = adapter.build_response(prepared, raw)
+    close_response = response.close
+
+    def close() -> None:
+        # The pool was made for this one request: closing the response closes it too.
+        try:
+            close_response()
+        finally:
+            pool.close()
+            adapter.close()
+
+    response.close = close  # type: ignore[method-assign]
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > cap:
+        response.close()
+        raise DownloadTooLarge(f"{url} is {int(declared)} bytes, over the download cap of {cap} bytes", url)
+    if not stream:
+        try:
+            body = b"".join(iter_content_capped(response, _CHUNK, cap))
+        finally:
+            response.close()
+        response._content = body  # what requests itself sets once a body is read
+        response._content_consumed = True
+    return response
+
+
+def iter_content_capped(response: Any, chunk_size: int, max_bytes: Optional[int]) -> Iterator[bytes]:
+    """The body of ``response`` in chunks; closes it and raises ``DownloadTooLarge`` past ``max_bytes``."""
+    total = 0
+    for chunk in response.iter_content(chunk_size=chunk_size):
+        if not chunk:
+            continue
+        total += len(chunk)
+        if max_bytes is not None and total > max_bytes:
+            response.close()
+            raise DownloadTooLarge(f"{getattr(response, 'url', 'the body')} is larger than the cap of {max_bytes} bytes")
+        yield chunk

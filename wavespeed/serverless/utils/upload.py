@@ -24,7 +24,7 @@ import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import WavespeedError
-from ..logs import logger
+from ..logs import ensure_handler, logger
 
 __all__ = [
     "upload_image",
@@ -33,6 +33,8 @@ __all__ = [
     "bucket_upload",
     "upload_file_to_bucket",
     "upload_in_memory_object",
+    "get_boto_client",
+    "region_from_url",
     "MissingExtra",
     "PRESIGN_SECONDS",
 ]
@@ -65,6 +67,25 @@ def load_boto3() -> Tuple[Any, Any]:
     return boto3, Config
 
 
+def load_transfer_config() -> Any:
+    """boto3's ``TransferConfig`` class (boto3 is imported here, on first use)."""
+    load_boto3()
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig
+
+
+def transfer_config() -> Any:
+    """The multipart settings of large transfers: 8 MiB parts, 8 at a time."""
+    TransferConfig = load_transfer_config()
+    return TransferConfig(
+        multipart_threshold=8 * 1024 * 1024,
+        multipart_chunksize=8 * 1024 * 1024,
+        max_concurrency=8,
+        use_threads=True,
+    )
+
+
 def _credentials(bucket_creds: Optional[Mapping[str, Any]]) -> Optional[Tuple[str, str, str]]:
     if bucket_creds:
         try:
@@ -85,7 +106,7 @@ def _credentials(bucket_creds: Optional[Mapping[str, Any]]) -> Optional[Tuple[st
     return None
 
 
-def _region(endpoint_url: str) -> Optional[str]:
+def region_from_url(endpoint_url: str) -> Optional[str]:
     """The region an S3-style endpoint URL names (AWS, Backblaze, DigitalOcean), if any."""
     from urllib.parse import urlsplit
 
@@ -108,9 +129,25 @@ def _client(creds: Tuple[str, str, str]) -> Any:
         endpoint_url=endpoint,
         aws_access_key_id=key_id,
         aws_secret_access_key=secret,
-        region_name=_region(endpoint),
+        region_name=region_from_url(endpoint),
         config=Config(signature_version="s3v4", retries={"max_attempts": 3, "mode": "standard"}),
     )
+
+
+def get_boto_client(bucket_creds: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Any]:
+    """runpod's ``(s3 client, TransferConfig)`` for ``bucket_creds`` or the ``BUCKET_*`` variables.
+
+    The client is None when no bucket is configured; both are None (with a
+    warning) when boto3 is not installed.
+    """
+    try:
+        config = transfer_config()
+    except MissingExtra:
+        ensure_handler()
+        log.warning("boto3 is not installed, so S3 uploads are off: pip install 'wavespeed[s3]'")
+        return None, None
+    creds = _credentials(bucket_creds)
+    return (_client(creds) if creds else None), config
 
 
 def _default_bucket() -> str:
@@ -118,6 +155,7 @@ def _default_bucket() -> str:
 
 
 def _keep_locally(folder: str, name: str, source: Optional[str], data: Optional[bytes]) -> str:
+    ensure_handler()
     log.warning(
         "no bucket configured (%s, %s, %s); keeping the file in ./%s instead",
         ENV_ENDPOINT,

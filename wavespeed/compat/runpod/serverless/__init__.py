@@ -1,4 +1,5 @@
-"""``runpod.serverless``: ``start``, ``progress_update``, ``register_fitness_check``.
+"""``runpod.serverless``: ``start``, ``progress_update``, ``register_fitness_check``,
+``VolumeCache``, ``runpod_version`` (``"1.12.0"``) and ``log`` (the ``RunPodLogger``).
 
 ``start(config)`` runs ``wavespeed.serverless.start``: same config keys
 (``handler``, ``concurrency_modifier``, ``return_aggregate_stream``,
@@ -17,7 +18,7 @@ from wavespeed.serverless.fitness import register_fitness_check
 
 from ..version import __version__ as runpod_version
 
-__all__ = ["start", "progress_update", "register_fitness_check", "runpod_version"]
+__all__ = ["start", "progress_update", "register_fitness_check", "runpod_version", "VolumeCache"]
 
 _SUBMODULES = ("utils", "modules")
 
@@ -36,8 +37,16 @@ def __getattr__(name: str) -> Any:
     # import the subpackages on first use so `import runpod` stays cheap.
     if name in _SUBMODULES:
         return importlib.import_module(f"{__name__}.{name}")
+    if name == "VolumeCache":
+        from .utils.rp_volume_cache import VolumeCache
+
+        return VolumeCache
+    if name == "log":
+        from .modules.rp_logger import RunPodLogger
+
+        return RunPodLogger()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> List[str]:
-    return sorted(set(globals()) | set(_SUBMODULES))
+    return sorted(set(globals()) | set(_SUBMODULES) | {"VolumeCache", "log"})

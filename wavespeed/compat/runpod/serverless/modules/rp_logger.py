@@ -1,67 +1,74 @@
-"""``RunPodLogger`` on wavespeed's logging.
+"""``RunPodLogger`` on wavespeed's logging, with runpod's behaviour.
 
-``info/debug/warn/error/trace(message, job_id)`` with the job id
-positional, as ``job_id=`` or as ``request_id=``; without one, the id of
-the job running in this thread is used. Lines go to stderr as wavespeed's
-text lines (``INFO    | job-1 | message``), or JSON lines on a platform.
+- One instance: ``RunPodLogger() is RunPodLogger()`` (a subclass has its
+  own single instance, so its ``log`` override is the one that runs).
+- ``.level`` names the current level (``"DEBUG"`` by default, as in
+  runpod); ``set_level`` takes a name or runpod's index (0 = NOTSET ...
+  5 = ERROR), sets the level of every wavespeed line and says so.
+- ``debug/info/warn/error/trace(message, request_id)`` and ``tip`` all go
+  through ``log(message, message_level, job_id)``; ``job_id=`` and
+  ``request_id=`` are accepted too. Without an id, the running job's is used.
+- ``secret(name, value)`` logs ``name: v***e`` and registers the value: it
+  is masked in every log line and error payload from then on.
 
-Before ``start()`` has configured logging (a model loading at import time),
-the first call installs a plain stderr handler so the line is not lost;
-``start()`` replaces it.
+Lines are runpod's: ``INFO   | job-1 | message`` on stdout (stderr in
+local test mode), JSON lines when an endpoint id is set. Before ``start()``
+has configured logging (a model loading at import time), the first line
+installs a provisional handler so it is not lost.
 """
 
-import logging
-from typing import Any, Optional, Union
+import threading
+from typing import Any, Dict, Optional, Union
 
-from wavespeed.serverless.config import LOG_LEVELS
-from wavespeed.serverless.logs import LOGGER_NAME
-from wavespeed.serverless.logs import JobLogger, ensure_handler
+from wavespeed.serverless.logs import MAX_MESSAGE_LENGTH, JobLogger, level_number
 
-__all__ = ["RunPodLogger", "LOG_LEVELS_NAMES"]
+__all__ = ["RunPodLogger", "LOG_LEVELS", "MAX_MESSAGE_LENGTH"]
 
-LOG_LEVELS_NAMES = ["NOTSET", "TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+#: runpod's level names, in the order its ``set_level(int)`` indexes them.
+LOG_LEVELS = ["NOTSET", "TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
 
 
-def _level_number(level: Union[str, int]) -> int:
-    """runpod's levels by name, or by their index in runpod's list (0 = NOTSET ... 5 = ERROR)."""
-    if isinstance(level, bool):
-        raise ValueError(f"Invalid debug level: {level}")
-    if isinstance(level, int):
-        if 0 <= level < len(LOG_LEVELS_NAMES):
-            return LOG_LEVELS[LOG_LEVELS_NAMES[level]]
-        raise ValueError(f"Invalid debug level: {level}")
-    if isinstance(level, str):
-        name = level.strip().upper()
-        if name == "TIP":
-            return logging.INFO
-        if name in LOG_LEVELS:
-            return LOG_LEVELS[name]
-    raise ValueError(f"Invalid debug level: {level}")
+def _validate_log_level(log_level: Union[str, int]) -> str:
+    """runpod's rule: a name from LOG_LEVELS (any case) or an index into it."""
+    if isinstance(log_level, str):
+        name = log_level.upper()
+        if name not in LOG_LEVELS:
+            raise ValueError(f"Invalid debug level: {name}")
+        return name
+    if isinstance(log_level, int) and not isinstance(log_level, bool):
+        if log_level < 0 or log_level >= len(LOG_LEVELS):
+            raise ValueError(f"Invalid debug level: {log_level}")
+        return LOG_LEVELS[log_level]
+    raise ValueError(f"Invalid debug level: {log_level}")
 
 
 class RunPodLogger(JobLogger):
-    """runpod's logger surface; every instance logs to the same place."""
+    """runpod's logger: a single instance per class, every line through ``log()``."""
+
+    _instances: Dict[type, "RunPodLogger"] = {}
+    _instances_lock = threading.Lock()
+
+    def __new__(cls) -> "RunPodLogger":
+        instance = RunPodLogger._instances.get(cls)
+        if instance is None:
+            with RunPodLogger._instances_lock:
+                instance = RunPodLogger._instances.get(cls)
+                if instance is None:
+                    instance = super().__new__(cls)
+                    JobLogger.__init__(instance, "handler")
+                    RunPodLogger._instances[cls] = instance
+        return instance
 
     def __init__(self) -> None:
-        super().__init__("handler")
+        # The state is set once, in __new__: RunPodLogger() again changes nothing.
+        pass
+
+    def _level_for(self, level: Union[str, int]) -> int:
+        return level_number(_validate_log_level(level))
 
     def log(self, message: Any, message_level: str = "INFO", job_id: Optional[str] = None) -> None:
-        """Log at a level given by name (``"INFO"``, ``"WARN"``, ``"TIP"``, ...)."""
-        self._log(_level_number(message_level), message, job_id)
-
-    def set_level(self, new_level: Union[str, int]) -> None:
-        """Change the level of every wavespeed log line (a name, or runpod's index 0-5)."""
-        number = _level_number(new_level)
-        ensure_handler()
-        base = logging.getLogger(LOGGER_NAME)
-        # NOTSET means silence, as in setup_logging.
-        base.setLevel(number if number != logging.NOTSET else logging.CRITICAL + 1)
-
-    def secret(self, secret_name: str, secret: Any) -> None:
-        """Log that a secret is set, showing only its first and last characters."""
-        text = str(secret)
-        shown = text[0] + "*" * (len(text) - 2) + text[-1] if len(text) > 2 else "*" * len(text)
-        self.info(f"{secret_name}: {shown}")
-
-    def tip(self, message: Any) -> None:
-        self._log(logging.INFO, message)
+        """Log at a level given by name: ``"TRACE"``, ``"DEBUG"``, ``"INFO"``, ``"WARN"``,
+        ``"ERROR"`` or ``"TIP"`` (shown at every level but NOTSET)."""
+        if message_level != "TIP" and message_level not in LOG_LEVELS:
+            raise ValueError(f"{message_level!r} is not in list")
+        JobLogger.log(self, message, message_level, job_id)

@@ -3,12 +3,23 @@
 import importlib
 from typing import Any, Dict, List, Tuple
 
-_SUBMODULES = ("rp_validator", "rp_upload", "rp_download", "rp_cleanup", "rp_cuda", "rp_debugger")
+_SUBMODULES = (
+    "rp_validator",
+    "rp_upload",
+    "rp_download",
+    "rp_cleanup",
+    "rp_cuda",
+    "rp_debugger",
+    "rp_model_cache",
+    "rp_ssrf",
+    "rp_volume_cache",
+)
 
 _EXPORTS: Dict[str, Tuple[str, str]] = {
     "download_files_from_urls": ("rp_download", "download_files_from_urls"),
     "upload_file_to_bucket": ("rp_upload", "upload_file_to_bucket"),
     "upload_in_memory_object": ("rp_upload", "upload_in_memory_object"),
+    "VolumeCache": ("rp_volume_cache", "VolumeCache"),
     "validate": ("rp_validator", "validate"),
 }
 

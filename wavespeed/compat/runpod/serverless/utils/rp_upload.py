@@ -1,14 +1,20 @@
-"""``runpod.serverless.utils.rp_upload``: S3 uploads (boto3 via ``wavespeed[s3]``)."""
+"""``runpod.serverless.utils.rp_upload``: runpod's S3 uploads (boto3 via ``wavespeed[s3]``).
 
-from typing import Any, Mapping, Optional, Tuple
+``get_boto_client(bucket_creds=None)`` returns ``(client, TransferConfig)``:
+the client is None when no bucket is configured, both are None when boto3
+is not installed. ``upload_file_to_bucket(file_name, file_location,
+bucket_creds=None, ...)`` is runpod's signature (wavespeed 1.0's, with the
+location first and explicit keys, is ``wavespeed.serverless.utils``').
+"""
+
+from typing import Optional
 
 from wavespeed.serverless.utils.upload import (
     MissingExtra,
-    _client,
-    _credentials,
-    _region,
     bucket_upload,
     files,
+    get_boto_client,
+    region_from_url,
     upload_file_to_bucket,
     upload_image,
     upload_in_memory_object,
@@ -26,15 +32,6 @@ __all__ = [
 ]
 
 
-def get_boto_client(bucket_creds: Optional[Mapping[str, Any]] = None) -> Tuple[Any, None]:
-    """``(s3 client, None)``, or ``(None, None)`` when no bucket is configured.
-
-    The second item (runpod's TransferConfig) is always None here.
-    """
-    creds = _credentials(bucket_creds)
-    return (_client(creds) if creds else None), None
-
-
 def extract_region_from_url(endpoint_url: str) -> Optional[str]:
-    """The region named by an S3-style endpoint URL, if any."""
-    return _region(endpoint_url)
+    """The region an S3-style endpoint URL names (AWS, Backblaze, DigitalOcean), if any."""
+    return region_from_url(endpoint_url)
