@@ -165,7 +165,7 @@ def _report_unhealthy(config: Any, check: str, reason: str) -> Tuple[bool, str]:
     try:
         import requests
 
-        from .. import __version__
+        from .. import RUNPOD_VERSION, __version__
 
         headers = {}
         api_key = getattr(config, "api_key", None)
@@ -175,7 +175,8 @@ def _report_unhealthy(config: Any, check: str, reason: str) -> Tuple[bool, str]:
             "status": "unhealthy",
             "check": check,
             "reason": reason[:256],
-            "runpod_version": __version__,
+            "runpod_version": RUNPOD_VERSION,
+            "wavespeed_version": __version__,
         }
         response = requests.get(url, params=params, headers=headers, timeout=REPORT_TIMEOUT)
         return response.ok, str(response.status_code)

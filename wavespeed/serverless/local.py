@@ -122,13 +122,26 @@ def run_local(config: Config, stdout: Optional[TextIO] = None) -> int:
     return code
 
 
+def _print_result(text: str, out: TextIO) -> None:
+    """Print the result JSON; a handler that closed stdout cannot stop it (fd 1 is used then)."""
+    try:
+        print(text, file=out)
+        out.flush()
+        return
+    except (ValueError, OSError):
+        pass
+    try:
+        os.write(1, (text + "\n").encode("utf-8"))
+    except OSError as exc:
+        log.error("could not print the result: %s", exc)
+
+
 def _report(config: Config, job: Job, result: Optional[JobResult], out: TextIO) -> int:
     """Print the result; the exit code."""
     if result is None:
         log.error("job %s was cancelled", job.id)
         return 1
-    print(json.dumps(result.body, ensure_ascii=False, indent=2), file=out)
-    out.flush()
+    _print_result(json.dumps(result.body, ensure_ascii=False, indent=2), out)
     if result.stop_pod:
         log.info("refresh_worker: on a platform the worker would stop after this job")
     if result.failed:
