@@ -62,6 +62,26 @@ def build_parser(add_help: bool = False) -> argparse.ArgumentParser:
         help="jobs the local API runs at once (default: 1)",
     )
     parser.add_argument(
+        "--waverless_api_max_body",
+        "--rp_api_max_body",
+        dest="api_max_body",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="local API: larger requests get 413 (default: 10485760; env WAVESPEED_API_MAX_BODY)",
+    )
+    parser.add_argument(
+        "--waverless_api_allowed_hosts",
+        "--rp_api_allowed_hosts",
+        dest="api_allowed_hosts",
+        default=None,
+        metavar="NAMES",
+        help=(
+            "local API bound to localhost: Host names it answers besides localhost, "
+            "127.0.0.1 and [::1], comma-separated; * for any (env WAVESPEED_API_ALLOWED_HOSTS)"
+        ),
+    )
+    parser.add_argument(
         "--waverless_log_level",
         "--rp_log_level",
         dest="log_level",
@@ -106,7 +126,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.epilog = (
         "Environment: see the README's table (RUNPOD_* or WAVERLESS_* names, "
         "WAVESPEED_HEALTH_PORT, WAVESPEED_DRAIN_TIMEOUT, WAVESPEED_JOB_TIMEOUT, "
-        "WAVESPEED_RESULT_DEADLINE, WAVESPEED_SPOOL_DIR)."
+        "WAVESPEED_RESULT_DEADLINE, WAVESPEED_SPOOL_DIR, WAVESPEED_API_MAX_BODY, "
+        "WAVESPEED_API_ALLOWED_HOSTS, WAVESPEED_ALLOW_PRIVATE_WEBHOOKS)."
     )
     parser.parse_args(argv)
     parser.print_help()

@@ -59,6 +59,9 @@ OWN_ENV = {
     "job_timeout": "WAVESPEED_JOB_TIMEOUT",
     "result_deadline": "WAVESPEED_RESULT_DEADLINE",
     "spool_dir": "WAVESPEED_SPOOL_DIR",
+    "api_max_body": "WAVESPEED_API_MAX_BODY",
+    "api_allowed_hosts": "WAVESPEED_API_ALLOWED_HOSTS",
+    "allow_private_webhooks": "WAVESPEED_ALLOW_PRIVATE_WEBHOOKS",
 }
 
 POD_PLACEHOLDERS = ("$RUNPOD_POD_ID", "$WAVERLESS_POD_ID", "$DEVICE_ID")
@@ -132,6 +135,28 @@ def _number(value: Any, source: str, kind: type = float, minimum: float = 0) -> 
     return number
 
 
+def _api_security(flags: Any, environ: Mapping[str, str]) -> Dict[str, Any]:
+    """The local API's body limit, allowed Host names and webhook rule: flag, then env."""
+    values: Dict[str, Any] = {}
+    max_body, source = flags.api_max_body, "--waverless_api_max_body/--rp_api_max_body"
+    if max_body is None and environ.get(OWN_ENV["api_max_body"]) not in (None, ""):
+        max_body, source = environ[OWN_ENV["api_max_body"]], OWN_ENV["api_max_body"]
+    if max_body is not None:
+        values["api_max_body"] = _number(max_body, source, int, 1)
+    hosts = flags.api_allowed_hosts
+    if hosts is None:
+        hosts = environ.get(OWN_ENV["api_allowed_hosts"])
+    if hosts is not None:
+        values["api_allowed_hosts"] = tuple(h.strip().lower() for h in hosts.split(",") if h.strip())
+    private = environ.get(OWN_ENV["allow_private_webhooks"], "").strip().lower()
+    if private:
+        if private not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            source = OWN_ENV["allow_private_webhooks"]
+            raise ConfigError(f"expected true or false, got {private!r}", source)
+        values["allow_private_webhooks"] = private in ("1", "true", "yes", "on")
+    return values
+
+
 def default_spool_dir(environ: Mapping[str, str]) -> str:
     cache = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "wavespeed", "spool")
@@ -163,6 +188,9 @@ class Config:
     api_host: str = "localhost"
     api_port: int = 8000
     api_concurrency: int = 1
+    api_max_body: int = 10 * 1024 * 1024  # bytes; larger requests get 413 before the body is read
+    api_allowed_hosts: Tuple[str, ...] = ()  # Host names a loopback-bound API answers besides localhost
+    allow_private_webhooks: bool = False  # realtime: webhooks to private/loopback addresses
     debugger: bool = False
     realtime_port: int = 0
     realtime_concurrency: int = 1
@@ -304,6 +332,7 @@ class Config:
                 number = _number(raw, source, kind, minimum)
                 values[key] = (number or None) if key == "job_timeout" else number
 
+        values.update(_api_security(flags, environ))
         values.update(
             test_input=flags.test_input,
             test_output=flags.test_output,
