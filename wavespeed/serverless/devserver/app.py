@@ -108,15 +108,22 @@ def _finite_float(text: str) -> float:
 
 
 def _too_deep(value: Any) -> bool:
-    """True when ``value`` nests containers more than MAX_JSON_DEPTH levels (no recursion)."""
-    stack: List[Tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            if depth > MAX_JSON_DEPTH:
-                return True
+    """True when ``value`` nests containers more than MAX_JSON_DEPTH levels.
+
+    Level by level, without recursion (the point is to refuse what would
+    exhaust the stack later, when the document is encoded again).
+    """
+    level = [value] if isinstance(value, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            return True
+        below: List[Any] = []
+        for item in level:
             children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth + 1) for child in children)
+            below.extend([c for c in children if isinstance(c, (dict, list))])
+        level = below
     return False
 
 
