@@ -250,7 +250,9 @@ def test_local_api_job_ids_are_random_uuid4(api_server: Any) -> None:
 class CountingServer:
     """A loopback HTTP server that counts hits and may redirect."""
 
-    def __init__(self, host: str = "127.0.0.1", redirect: Optional[str] = None) -> None:
+    def __init__(
+        self, host: str = "127.0.0.1", redirect: Optional[str] = None, body: bytes = b"secret metadata"
+    ) -> None:
         self.hits = 0
         outer = self
 
@@ -263,7 +265,6 @@ class CountingServer:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                body = b"secret metadata"
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -334,3 +335,164 @@ def test_downloads_refuse_a_redirect_to_a_private_address(
     finally:
         for server in (public, inner, bouncer):
             server.close()
+
+
+# -- issue 12: the download helpers keep to their folders ----------------------------------
+
+
+@pytest.mark.parametrize(
+    "job_id", ["../../escaped", "a/../../b", "..", "..\\..\\win", "", "ABSOLUTE", "x\x00y"]
+)
+def test_download_job_id_cannot_leave_the_jobs_folder(
+    download: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, job_id: str
+) -> None:
+    work = tmp_path / "a" / "b"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    monkeypatch.setenv(download.ALLOW_PRIVATE_ENV, "true")
+    if job_id == "ABSOLUTE":
+        job_id = str(tmp_path / "absolute-escape")
+    target = CountingServer()
+    try:
+        (path,) = download.download_files_from_urls(job_id, f"http://127.0.0.1:{target.port}/f.txt")
+    finally:
+        target.close()
+    jobs = os.path.realpath(str(work / "jobs"))
+    assert path is not None and target.hits == 1
+    parts = os.path.relpath(os.path.realpath(path), jobs).split(os.sep)
+    assert len(parts) == 3 and parts[0] not in ("..", ".", "") and parts[1] == "downloaded_files"
+    written = [os.path.join(root, n) for root, _d, names in os.walk(str(tmp_path)) for n in names]
+    assert [os.path.realpath(p) for p in written] == [os.path.realpath(path)]
+
+
+def test_a_plain_job_id_keeps_its_folder_name(download: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(download.ALLOW_PRIVATE_ENV, "true")
+    target = CountingServer()
+    try:
+        (path,) = download.download_files_from_urls("sync-5f0e-u1.2", f"http://127.0.0.1:{target.port}/f")
+    finally:
+        target.close()
+    assert os.path.dirname(str(path)) == os.path.join(str(tmp_path), "jobs", "sync-5f0e-u1.2", "downloaded_files")
+
+
+def many_entries_zip(count: int) -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for n in range(count):
+            zf.writestr(f"f{n}", b"")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("entries, limit", [(10_001, None), (4, "3")])
+def test_zip_entry_count_is_capped(
+    download: Any, tmp_path: Any, monkeypatch: pytest.MonkeyPatch, entries: int, limit: Optional[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(download.ALLOW_PRIVATE_ENV, "true")
+    if limit is None:
+        monkeypatch.delenv("WAVESPEED_MAX_ZIP_ENTRIES", raising=False)
+    else:
+        monkeypatch.setenv("WAVESPEED_MAX_ZIP_ENTRIES", limit)
+    target = CountingServer(body=many_entries_zip(entries))
+    try:
+        with pytest.raises(download.DownloadError) as info:
+            download.download_file(f"http://127.0.0.1:{target.port}/many.zip", folder="out")
+        assert "entries" in str(info.value) and str(entries) in str(info.value)
+        fine = CountingServer(body=many_entries_zip(entries - 1))
+        try:
+            got = download.download_file(f"http://127.0.0.1:{fine.port}/fine.zip", folder="out")
+        finally:
+            fine.close()
+    finally:
+        target.close()
+    assert len(os.listdir(str(got["extracted_path"]))) == entries - 1
+    folders = [n for n in os.listdir("out") if os.path.isdir(os.path.join("out", n))]
+    assert folders == [os.path.basename(str(got["extracted_path"]))]  # the refused zip: not extracted
+
+
+# -- issue 12: the worker's /health port ---------------------------------------------------
+
+
+def test_idle_connections_to_the_health_port_take_no_threads_and_are_closed(tmp_path: Any) -> None:
+    import selectors
+    import time
+
+    port = free_port()
+    with FakePlatform() as fp:
+        with running_worker(fp, echo, tmp_path, env={"WAVESPEED_HEALTH_PORT": str(port)}):
+            assert get_health(port)[0] == 200
+            before = threading.active_count()
+            opened = time.monotonic()
+            idle = [socket_to(port) for _ in range(300)]
+            try:
+                for sock in idle[::2]:  # half of them send half a request
+                    sock.sendall(b"GET /health HTTP/1.1\r\nHost: pod\r\n")
+                ids = fp.add_jobs([{"n": n} for n in range(5)])
+                assert fp.wait_results(len(ids), 10)  # jobs go on
+                assert threading.active_count() - before < 50  # not one per connection (300)
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                conn.request("GET", "/health")
+                assert conn.getresponse().status == 200
+                conn.close()
+                # The server closes every idle connection within 10 s of its opening.
+                waiting = set(idle)
+                selector = selectors.DefaultSelector()
+                for sock in idle:
+                    selector.register(sock, selectors.EVENT_READ)
+                while waiting and time.monotonic() < opened + 10:
+                    for key, _ in selector.select(max(0.0, opened + 10 - time.monotonic())):
+                        try:
+                            data = key.fileobj.recv(4096)  # type: ignore[union-attr]
+                        except OSError:
+                            data = b""
+                        if not data:
+                            selector.unregister(key.fileobj)
+                            waiting.discard(key.fileobj)  # type: ignore[arg-type]
+                selector.close()
+                assert not waiting, f"{len(waiting)} idle connections still open after 10 s"
+            finally:
+                for sock in idle:
+                    sock.close()
+
+
+def socket_to(port: int) -> Any:
+    import socket
+
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def test_health_server_answers_probes_and_stops_with_connections_open() -> None:
+    from wavespeed.serverless.health import HealthServer
+
+    calls: List[int] = []
+
+    def status() -> Tuple[bool, Any]:
+        calls.append(1)
+        return len(calls) < 3, {"status": "ok" if len(calls) < 3 else "unhealthy", "n": float("nan")}
+
+    server = HealthServer("127.0.0.1", 0, status)
+    assert server.start()
+    idle = [socket_to(server.port) for _ in range(5)]
+    try:
+        code, body = get_health(server.port)
+        assert code == 200 and json.loads(body) == {"status": "ok", "n": None}
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        conn.request("HEAD", "/health/?probe=1")
+        response = conn.getresponse()
+        assert response.status == 200 and response.read() == b""
+        conn.close()
+        assert get_health(server.port)[0] == 503
+        for method, path, code in (("GET", "/other", 404), ("POST", "/health", 405)):
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            conn.request(method, path)
+            assert conn.getresponse().status == code
+            conn.close()
+    finally:
+        server.stop()
+        for sock in idle:
+            sock.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("wavespeed-health")]

@@ -154,7 +154,7 @@ def _host_list(value: Any, source: str) -> Tuple[str, ...]:
     """``"a.example, b.example"`` (or a list, from Python) to a tuple of names."""
     items = value.split(",") if isinstance(value, str) else value
     try:
-        hosts = tuple(str(item).strip() for item in items)
+        hosts = tuple(str(item).strip().lower() for item in items)  # host names are case-blind
     except TypeError:
         raise ConfigError(f"expected comma-separated host names, got {value!r}", source) from None
     return tuple(host for host in hosts if host)

@@ -2,7 +2,8 @@
 
 ``download_file(url)`` (runpod's ``rp_download.file``) saves one URL under
 ``./job_files/`` and extracts a ``.zip``; ``download_files_from_urls(job_id,
-urls)`` saves several in parallel under ``./jobs/<job_id>/downloaded_files/``.
+urls)`` saves several in parallel under ``./jobs/<job_id>/downloaded_files/`` (the
+job id reduced to one safe folder name).
 
 Job input is untrusted, so every download:
 
@@ -15,7 +16,8 @@ Job input is untrusted, so every download:
   fetch from their own network;
 - is streamed to disk, never held in memory, and stops past a size cap
   (``RUNPOD_MAX_DOWNLOAD_BYTES`` or ``WAVESPEED_MAX_DOWNLOAD_BYTES``,
-  default 5 GiB; the same cap bounds what a zip may extract to);
+  default 5 GiB; the same cap bounds what a zip may extract to, and a zip
+  may hold at most ``WAVESPEED_MAX_ZIP_ENTRIES`` entries, default 10,000);
 - retries connection errors, timeouts, 429 and 5xx answers (3 tries);
 - connects directly: ``HTTP(S)_PROXY`` is not used, since a proxy would
   resolve the host itself and defeat the address check.
@@ -32,6 +34,7 @@ runpod still catches them.
 ``requests.Response`` (runpod's ``rp_ssrf.safe_get``).
 """
 
+import hashlib
 import ipaddress
 import os
 import re
@@ -71,6 +74,8 @@ log = logger("utils.download")
 ALLOW_PRIVATE_ENV = "RUNPOD_ALLOW_PRIVATE_DOWNLOAD_URLS"
 MAX_BYTES_ENVS = ("WAVESPEED_MAX_DOWNLOAD_BYTES", "RUNPOD_MAX_DOWNLOAD_BYTES")
 DEFAULT_MAX_BYTES = 5 * 1024**3
+MAX_ZIP_ENTRIES_ENV = "WAVESPEED_MAX_ZIP_ENTRIES"
+DEFAULT_MAX_ZIP_ENTRIES = 10_000  # a 2.5 MB zip can hold 30,000 empty files
 MAX_REDIRECTS = 5
 ATTEMPTS = 3
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -78,6 +83,7 @@ _CHUNK = 1024 * 1024
 # Shared address space (RFC 6598): not "private" to ipaddress before 3.12.4.
 _CGNAT = ipaddress.ip_network("100.64.0.0/10")
 _SAFE_EXT = re.compile(r"^\.[A-Za-z0-9_-]{1,16}$")
+_UNSAFE_ID_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
 class DownloadError(WavespeedError, requests.RequestException):
@@ -133,6 +139,19 @@ def max_download_bytes(environ: Optional[Mapping[str, str]] = None) -> int:
             if value > 0:
                 return value
     return DEFAULT_MAX_BYTES
+
+
+def _max_zip_entries(environ: Optional[Mapping[str, str]] = None) -> int:
+    raw = (environ if environ is not None else os.environ).get(MAX_ZIP_ENTRIES_ENV)
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            log.warning("%s=%r is not a number; using the default", MAX_ZIP_ENTRIES_ENV, raw)
+        else:
+            if value > 0:
+                return value
+    return DEFAULT_MAX_ZIP_ENTRIES
 
 
 def is_public_address(address: str) -> bool:
@@ -210,6 +229,30 @@ def _authority(host: str, port: int, scheme: str) -> str:
     return shown if port == default else f"{shown}:{port}"
 
 
+def pinned_pool(scheme: str, host: str, address: str, port: int, timeout: Any) -> Any:
+    """A one-connection urllib3 pool to ``address`` that speaks to ``host``.
+
+    It connects to the address that was checked, not to whatever a second
+    DNS lookup returns; for https the certificate is still checked against
+    ``host``. Also used for the local API's webhooks.
+    """
+    import urllib3
+
+    if scheme == "https":
+        return urllib3.HTTPSConnectionPool(
+            address,
+            port,
+            timeout=timeout,
+            retries=False,
+            maxsize=1,
+            cert_reqs="CERT_REQUIRED",
+            ca_certs=_ca_bundle(),
+            assert_hostname=host,
+            server_hostname=host,
+        )
+    return urllib3.HTTPConnectionPool(address, port, timeout=timeout, retries=False, maxsize=1)
+
+
 def _open(
     url: str, timeout: Tuple[float, float], headers: Mapping[str, str], max_redirects: int = MAX_REDIRECTS
 ) -> Tuple[Any, Any, str]:
@@ -240,22 +283,7 @@ def _open(
         response: Any = None
         pool: Any = None
         for address in _resolve(host, port, url):
-            if scheme == "https":
-                pool = urllib3.HTTPSConnectionPool(
-                    address,
-                    port,
-                    timeout=pool_timeout,
-                    retries=False,
-                    maxsize=1,
-                    cert_reqs="CERT_REQUIRED",
-                    ca_certs=_ca_bundle(),
-                    assert_hostname=host,
-                    server_hostname=host,
-                )
-            else:
-                pool = urllib3.HTTPConnectionPool(
-                    address, port, timeout=pool_timeout, retries=False, maxsize=1
-                )
+            pool = pinned_pool(scheme, host, address, port, pool_timeout)
             try:
                 response = pool.urlopen(
                     "GET",
@@ -391,11 +419,16 @@ def _extension(name: str) -> str:
     return ext if _SAFE_EXT.match(ext) else ""
 
 
-def _extract_zip(archive: str, folder: str, cap: int) -> None:
+def _extract_zip(archive: str, folder: str, cap: int, max_entries: int) -> None:
     """Extract ``archive`` into ``folder``; refuse entries escaping it, links and zip bombs."""
     base = os.path.realpath(folder)
     with zipfile.ZipFile(archive) as zf:
         members = zf.infolist()
+        if len(members) > max_entries:
+            raise DownloadTooLarge(
+                f"the zip has {len(members)} entries, over the limit of {max_entries} "
+                f"(set {MAX_ZIP_ENTRIES_ENV} to change it)"
+            )
         declared = 0
         plan: List[Tuple[zipfile.ZipInfo, str]] = []
         for info in members:
@@ -427,10 +460,14 @@ def _extract_zip(archive: str, folder: str, cap: int) -> None:
                     out.write(chunk)
 
 
-def download_file(url: str, *, folder: str = "job_files") -> Dict[str, Optional[str]]:
+def download_file(
+    url: str, *, folder: str = "job_files", max_zip_entries: Optional[int] = None
+) -> Dict[str, Optional[str]]:
     """Download one file into ``folder`` (``./job_files``) under a random name.
 
-    Returns ``{"file_path", "type", "original_name", "extracted_path"}``:
+    A ``.zip`` is extracted when it holds at most ``max_zip_entries`` entries
+    (default ``WAVESPEED_MAX_ZIP_ENTRIES``, else 10,000) and its content fits
+    the size cap. Returns ``{"file_path", "type", "original_name", "extracted_path"}``:
     the absolute path, the extension without its dot, the name the server
     or URL gave, and for a ``.zip`` the absolute folder it was extracted to
     (else None). Raises ``DownloadError`` (or a subclass) on failure.
@@ -456,7 +493,8 @@ def download_file(url: str, *, folder: str = "job_files") -> Dict[str, Optional[
         target = os.path.join(folder, stem)
         os.makedirs(target, exist_ok=True)
         try:
-            _extract_zip(path, target, max_download_bytes())
+            entries = max_zip_entries if max_zip_entries is not None else _max_zip_entries()
+            _extract_zip(path, target, max_download_bytes(), entries)
         except zipfile.BadZipFile as exc:
             shutil.rmtree(target, ignore_errors=True)
             raise DownloadError(f"{url} is not a valid zip file: {exc}", url) from exc
@@ -470,6 +508,21 @@ def download_file(url: str, *, folder: str = "job_files") -> Dict[str, Optional[
         "original_name": original,
         "extracted_path": extracted,
     }
+
+
+def _job_folder(job_id: Any) -> str:
+    """``job_id`` as one safe folder name: job ids come from the platform or a caller.
+
+    Common ids (letters, digits, ``-``, ``_``, ``.``) are kept; anything else
+    (``../x``, ``/abs``, separators, control characters) is replaced, and a
+    hash of the original keeps two different ids in two different folders.
+    """
+    text = str(job_id)
+    name = _UNSAFE_ID_CHARS.sub("_", text)[:100].lstrip(".")
+    if name == text and name:
+        return name
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{name or 'job'}-{digest}"
 
 
 #: runpod's name for ``download_file``.
@@ -488,7 +541,7 @@ def download_files_from_urls(
     if urls is None:
         return [None]
     items: List[Optional[str]] = [urls] if isinstance(urls, str) else list(urls)
-    folder = os.path.abspath(os.path.join("jobs", str(job_id), "downloaded_files"))
+    folder = os.path.abspath(os.path.join("jobs", _job_folder(job_id), "downloaded_files"))
     os.makedirs(folder, exist_ok=True)
 
     def one(url: Optional[str]) -> Optional[str]:
