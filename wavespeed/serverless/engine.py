@@ -32,6 +32,7 @@ from .handler import ThreadLoops, is_async_handler
 from .job import Job, JobResult, failure
 from .logs import logger
 from .metrics import NullMetrics
+from .progress import running_jobs
 from .roles import Role
 from .runner import Runner
 
@@ -209,6 +210,7 @@ class Engine:
         try:
             run.channel = self.destination.open(job)
             job.channel = run.channel
+            running_jobs().track(job, True)  # progress_update({"id": ...}) from any thread
             if self._track is not None:
                 self._track(job, True)
             if run.timeout and self._watch_idle:
@@ -291,6 +293,7 @@ class Engine:
         self._log_end(run)
         kind = ("async" if run.on_loop else "sync") + ("_generator" if result.is_stream else "")
         self.metrics.job_ended(kind, run.status, run.ended - run.started)
+        running_jobs().track(run.job, False)
         if self._track is not None:
             self._track(run.job, False)
         run.channel.close(final, lambda r, o: self._left(run, r, o), inline=inline)

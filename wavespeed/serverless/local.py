@@ -37,7 +37,7 @@ class PrintChannel(Channel):
 
     def close(self, result: Optional[JobResult], on_done: Any, inline: bool = False) -> None:
         self.result = result
-        on_done(result, None)
+        on_done(result or JobResult("local", {}, b"", cancelled=True), None)
         self.done.set()
 
 

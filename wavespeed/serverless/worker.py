@@ -26,7 +26,6 @@ from .heartbeat import Heartbeat
 from .job import Job, JobResult, failure
 from .logs import logger
 from .metrics import create_metrics
-from .progress import running_jobs
 from .roles import Role, Supervisor
 from .spool import Resender, Spool
 from .transport import CancelKind, TakeKind, TakeResult, Transport
@@ -342,7 +341,6 @@ class Worker:
     # -- hooks from the engine and delivery ----------------------------------------
 
     def _track(self, job: Job, started: bool) -> None:
-        running_jobs().track(job, started)
         if started and self.cancel_poller is not None and self._cancel_idle:
             self._cancel_idle = False
             self.cancel_poller.wake()

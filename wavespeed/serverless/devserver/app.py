@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterator, List
 from urllib.parse import urlsplit
 
 from ..config import Config
-from ..runner import Runner
 from .endpoint import IN_QUEUE, JobRecord, LocalEndpoint, StoreFull, encode_json
 from .openapi import openapi_document
 from .options import ApiOptions, bind_address, is_loopback
@@ -223,7 +222,6 @@ def is_json_type(mimetype: str) -> bool:
 def create_app(
     config: Config,
     *,
-    runner: Optional[Runner] = None,
     options: Optional[ApiOptions] = None,
     endpoint: Optional[LocalEndpoint] = None,
     bind_host: Optional[str] = None,
@@ -246,7 +244,6 @@ def create_app(
     allowed = LOOPBACK_NAMES | {name.strip().lower() for name in config.api_allowed_hosts}
     jobs = endpoint or LocalEndpoint(
         config,
-        runner,
         options,
         private_webhooks=config.allow_private_webhooks or (browser_rules and check_host),
     )

@@ -1,7 +1,7 @@
-"""The local API's jobs: queued, run through the Runner, tracked, expired.
+"""The local API's jobs: queued, run in the job engine, tracked, expired.
 
-``LocalEndpoint`` is what the routes call and the Channel its jobs carry
-(stream chunks and progress land in the job store). It knows nothing of
+``LocalEndpoint`` is what the routes call and the engine's destination
+(stream chunks, progress and results land in the job store). It knows nothing of
 HTTP; ``app.py`` turns requests into calls to it.
 """
 
@@ -10,17 +10,15 @@ import math
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from ..concurrency import MAX_THREADS, Concurrency
 from ..config import Config
-from ..handler import ThreadLoops
+from ..engine import Engine
 from ..job import Job, JobResult
 from ..logs import logger
-from ..runner import Runner
+from ..runner import Channel
 from .options import ApiOptions, bind_address, is_loopback
 from .webhook import Webhooks
 
@@ -87,7 +85,6 @@ class JobRecord:
     chunks: List[Any] = field(default_factory=list)
     cursor: int = 0  # chunks before this index were returned by /stream
     done: threading.Event = field(default_factory=threading.Event)
-    timer: Optional[threading.Timer] = None
 
     @property
     def id(self) -> str:
@@ -152,20 +149,38 @@ def _ms(seconds: float) -> int:
     return int(round(seconds * 1000))
 
 
-class LocalEndpoint:
-    """Queues, runs and tracks the local API's jobs; the Channel of those jobs.
+class _RecordChannel(Channel):
+    """One job's channel: chunks, progress and the final result land in its record."""
 
-    A job waits IN_QUEUE until a slot is free (the concurrency comes from the
-    flag or the handler's ``concurrency_modifier``), then runs on a pool
-    thread through the Runner. Cancelling or timing out a running job sets
-    ``job.cancelled`` and marks it at once; whatever the handler returns
-    afterwards is discarded, but its thread keeps the slot until it returns.
+    def __init__(self, endpoint: "LocalEndpoint", record: JobRecord) -> None:
+        self._endpoint = endpoint
+        self._record = record
+
+    def send_chunk(self, job: Job, value: Any, payload: bytes) -> None:
+        self._endpoint._chunk(self._record, value)
+
+    def send_progress(self, job: Job, data: Any) -> None:
+        self._endpoint._progress(self._record, data)
+
+    def close(self, result: Optional[JobResult], on_done: Any, inline: bool = False) -> None:
+        self._endpoint._finish(self._record, result)
+        on_done(result or JobResult(self._record.id, {}, b"", cancelled=True), None)
+
+
+class LocalEndpoint:
+    """Queues, runs and tracks the local API's jobs; the destination of the job engine.
+
+    Jobs run in the same engine as the worker's (slots from the flag or the
+    handler's ``concurrency_modifier``, sync handlers on pool threads, async
+    ones on the shared loop, per-job timeouts); a job waits IN_QUEUE in the
+    engine's backlog until a slot is free. Cancelling or timing out a job
+    ends it at once and frees its slot; whatever the handler returns
+    afterwards is discarded.
     """
 
     def __init__(
         self,
         config: Config,
-        runner: Optional[Runner] = None,
         options: Optional[ApiOptions] = None,
         clock: Callable[[], float] = time.monotonic,
         private_webhooks: Optional[bool] = None,
@@ -177,17 +192,19 @@ class LocalEndpoint:
         """
         self.config = config
         self.options = (options or ApiOptions()).resolve(config)
-        self.loops = ThreadLoops()
-        self.runner = runner or Runner(config, self.loops)
         self._clock = clock
         self.store = JobStore(self.options.max_jobs, self.options.ttl, clock)
         self._cond = threading.Condition()
-        self._queue: Deque[JobRecord] = deque()
-        self._busy = 0  # pool threads running a handler (cancelled ones included)
-        self._concurrency = Concurrency(config.concurrency_modifier, self.options.concurrency or 1)
         self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "timed_out": 0}
-        self._pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="wavespeed-api-job")
         self._closing = threading.Event()
+        self.engine = Engine(
+            config,
+            self,
+            initial_concurrency=self.options.concurrency or 1,
+            track=self._started,
+            on_result=self._left,
+        )
+        self.engine.watchdog.start()
         if private_webhooks is None:
             private_webhooks = config.allow_private_webhooks or (
                 config.mode != "realtime" and is_loopback(bind_address(config)[0])
@@ -214,16 +231,14 @@ class LocalEndpoint:
         data.update(id=str(uuid.uuid4()), input=job_input)  # uuid4: unguessable
         if timeout is None:
             timeout = self.config.job_timeout
-        record = JobRecord(
-            job=Job(data, self), created=self._clock(), webhook=webhook, timeout=timeout
-        )
+        record = JobRecord(job=Job(data), created=self._clock(), webhook=webhook, timeout=timeout)
         with self._cond:
             if self._closing.is_set():
                 raise StoreFull("the server is shutting down")
             self.store.add(record)
-            self._queue.append(record)
         log.info("job %s queued", record.id)
-        self._dispatch()
+        self.engine.update_concurrency()  # user code: outside every lock
+        self.engine.submit(record.job, timeout=timeout or None)
         return record
 
     def get(self, job_id: str) -> Optional[JobRecord]:
@@ -273,12 +288,9 @@ class LocalEndpoint:
             record = self.store.get(job_id)
             if record is None:
                 return None
-            if record.status == IN_QUEUE:
-                self._queue.remove(record)
-                self._end(record, CANCELLED, {})
-            elif record.status == IN_PROGRESS:
-                record.job.cancelled.set()
-                self._end(record, CANCELLED, {})
+        if record.status not in TERMINAL:
+            self.engine.cancel(job_id)  # ends it now: CANCELLED through _finish
+        with self._cond:
             doc = self._document(record)
         if doc["status"] == CANCELLED:
             log.info("job %s cancelled", job_id)
@@ -286,132 +298,96 @@ class LocalEndpoint:
 
     def purge(self) -> int:
         """Cancel every queued job; running jobs go on. Returns how many were removed."""
-        with self._cond:
-            removed = list(self._queue)
-            self._queue.clear()
-            for record in removed:
-                self._end(record, CANCELLED, {})
+        removed = self.engine.purge()
         if removed:
-            log.info("purged %d queued jobs", len(removed))
-        return len(removed)
+            log.info("purged %d queued jobs", removed)
+        return removed
 
     def health(self) -> Dict[str, Any]:
         """The platform's /health shape: job counts and worker (slot) counts."""
+        running = len(self.engine)
         with self._cond:
             self.store.evict()
-            running = sum(1 for r in self.store.records() if r.status == IN_PROGRESS)
-            busy = self._busy
             return {
                 "jobs": {
                     "completed": self.counts["completed"],
                     "failed": self.counts["failed"] + self.counts["timed_out"],
-                    "inProgress": running,
-                    "inQueue": len(self._queue),
+                    "inProgress": sum(1 for r in self.store.records() if r.status == IN_PROGRESS),
+                    "inQueue": self.engine.waiting,
                     "retried": 0,
                 },
-                "workers": {"idle": max(0, self.concurrency - busy), "running": busy},
+                "workers": {"idle": max(0, self.concurrency - running), "running": running},
             }
 
     def close(self, wait: bool = True) -> None:
-        """Cancel what is queued, flag running jobs as cancelled, end waits, stop the pools."""
+        """Cancel what is queued or running, end waits, stop the engine and webhooks."""
         self._closing.set()
         with self._cond:
             self._cond.notify_all()  # requests waiting for a job answer now
-            for record in list(self._queue):
-                self._end(record, CANCELLED, {})
-            self._queue.clear()
-            for record in self.store.records():
-                if record.status == IN_PROGRESS:
-                    record.job.cancelled.set()
-        self._pool.shutdown(wait=wait)
+        self.engine.purge()
+        for job_id in self.engine.job_ids():
+            self.engine.cancel(job_id)
+        self.engine.close()
         self.webhooks.close(wait=wait)
-        if wait:
-            self.loops.close_all()
 
-    # -- the Channel a job carries --------------------------------------------------
+    @property
+    def concurrency(self) -> int:
+        return self.engine.concurrency.value
 
-    def send_chunk(self, job: Job, value: Any, payload: bytes) -> None:
+    # -- the engine's destination ------------------------------------------------------
+
+    def open(self, job: Job) -> _RecordChannel:
         with self._cond:
             record = self.store.peek(job.id)
-            if record is None or record.status != IN_PROGRESS:
+        if record is None:  # evicted while queued (cannot happen: queued jobs are kept)
+            record = JobRecord(job=job, created=self._clock())
+        return _RecordChannel(self, record)
+
+    def _started(self, job: Job, running: bool) -> None:
+        if not running:
+            return
+        with self._cond:
+            record = self.store.peek(job.id)
+            if record is not None and record.status == IN_QUEUE:
+                record.status = IN_PROGRESS
+                record.started = self._clock()
+                self._cond.notify_all()
+        log.info("job %s started", job.id)
+
+    def _left(self, run: Any, result: JobResult, outcome: Any) -> None:
+        if result.stop_pod:
+            log.info("refresh_worker: on a platform the worker would stop after job %s", result.job_id)
+
+    def _chunk(self, record: JobRecord, value: Any) -> None:
+        with self._cond:
+            if record.status != IN_PROGRESS:
                 return  # cancelled or timed out: the chunk is discarded with the result
             record.chunks.append(value)
             self._cond.notify_all()
 
-    def send_progress(self, job: Job, data: Any) -> None:
+    def _progress(self, record: JobRecord, data: Any) -> None:
         with self._cond:
-            record = self.store.peek(job.id)
-            if record is None or record.status != IN_PROGRESS:
-                log.debug("progress_update for job %s, which is not running; dropped", job.id)
+            if record.status != IN_PROGRESS:
+                log.debug("progress_update for job %s, which is not running; dropped", record.id)
                 return
             record.progress = data
             record.has_progress = True
             self._cond.notify_all()
 
-    # -- running jobs ---------------------------------------------------------------
-
-    @property
-    def concurrency(self) -> int:
-        return self._concurrency.value
-
-    def _dispatch(self) -> None:
-        # The modifier is user code: call it outside the lock.
-        concurrency = self._concurrency.update()
+    def _finish(self, record: JobRecord, result: Optional[JobResult]) -> None:
+        """The engine's final result for a job (None: cancelled)."""
+        if result is None:
+            status, body = CANCELLED, {}
+        elif result.timed_out:
+            status = TIMED_OUT
+            body = {"error": f"job exceeded its execution timeout of {record.timeout or 0:g} s"}
+        else:
+            status = FAILED if result.failed else COMPLETED
+            body = {k: v for k, v in result.body.items() if k != "stopPod"}
         with self._cond:
-            while self._queue and self._busy < concurrency and not self._closing.is_set():
-                record = self._queue.popleft()
-                record.status = IN_PROGRESS
-                record.started = self._clock()
-                self._busy += 1
-                if record.timeout:
-                    record.timer = threading.Timer(record.timeout, self._time_out, (record,))
-                    record.timer.daemon = True
-                    record.timer.start()
-                try:
-                    self._pool.submit(self._process, record)
-                except RuntimeError:  # the pool was shut down by close()
-                    self._busy -= 1
-                    record.job.cancelled.set()
-                    self._end(record, CANCELLED, {})
-                    break
-                self._cond.notify_all()
-
-    def _process(self, record: JobRecord) -> None:
-        result: Optional[JobResult] = None
-        try:
-            log.info("job %s started", record.id)
-            result = self.runner.run(record.job)
-        except BaseException as exc:  # noqa: BLE001 - the runner should never raise; be sure
-            log.exception("internal error running job %s", record.id)
-            result = JobResult(
-                record.id, {"error": f"internal error: {type(exc).__name__}: {exc}"}, b"", failed=True
-            )
-        finally:
-            if record.timer is not None:
-                record.timer.cancel()
-            with self._cond:
-                self._busy -= 1
-                if record.status == IN_PROGRESS and result is not None:
-                    if result.cancelled:
-                        self._end(record, CANCELLED, {})
-                    else:
-                        body = {k: v for k, v in result.body.items() if k != "stopPod"}
-                        self._end(record, FAILED if result.failed else COMPLETED, body)
-                else:
-                    log.info("job %s ended after it was %s; result discarded", record.id, record.status)
-                self._cond.notify_all()
-            if result is not None and result.stop_pod:
-                log.info("refresh_worker: on a platform the worker would stop after job %s", record.id)
-            self._dispatch()
-
-    def _time_out(self, record: JobRecord) -> None:
-        with self._cond:
-            if record.status != IN_PROGRESS:
+            if record.status in TERMINAL:
                 return
-            record.job.cancelled.set()
-            message = f"job exceeded its execution timeout of {record.timeout:g} s"
-            self._end(record, TIMED_OUT, {"error": message})
-        log.warning("job %s timed out", record.id)
+            self._end(record, status, body)
 
     def _end(self, record: JobRecord, status: str, body: Dict[str, Any]) -> None:
         """Give a job its final status (lock held); queue its webhook."""

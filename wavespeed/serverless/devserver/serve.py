@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from ..config import Config
 from ..logs import logger
-from ..runner import Runner
 from .app import WaitBudget, create_app
 from .endpoint import LocalEndpoint
 from .options import ALL_INTERFACES, ApiOptions, bind_address
@@ -65,7 +64,6 @@ def make_server(
     *,
     host: Optional[str] = None,
     port: Optional[int] = None,
-    runner: Optional[Runner] = None,
     options: Optional[ApiOptions] = None,
 ) -> ApiServer:
     """The app on a waitress server, not yet running; ``host``/``port`` override the config.
@@ -77,7 +75,7 @@ def make_server(
     options = (options or ApiOptions()).resolve(config)
     default_host, default_port, _ = bind_address(config)
     bind = default_host if host is None else host
-    app = create_app(config, runner=runner, options=options, bind_host=bind)
+    app = create_app(config, options=options, bind_host=bind)
     server = waitress.create_server(
         app,
         host=bind,
