@@ -1,4 +1,4 @@
-"""A tiny ``GET``/``HEAD /health`` server for worker mode (stdlib only).
+"""A tiny ``GET``/``HEAD /health`` (and ``/metrics``) server for worker mode (stdlib only).
 
 Kubernetes (Waverless) probes pods here. It answers 200 with the worker's
 state while the worker is healthy (running or draining) and 503 when it is
@@ -27,6 +27,7 @@ from .logs import logger
 log = logger("health")
 
 StatusFn = Callable[[], Tuple[bool, Dict[str, Any]]]
+MetricsFn = Callable[[], Tuple[int, bytes, str]]  # (status, body, content type)
 
 IDLE_TIMEOUT = 5.0  # seconds from accept to the end of the answer
 MAX_CONNECTIONS = 256
@@ -61,8 +62,10 @@ class HealthServer:
         *,
         idle_timeout: float = IDLE_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        metrics: Optional[MetricsFn] = None,
     ) -> None:
         self.host = host
+        self._metrics = metrics
         self.port = port
         self._status = status
         self._idle_timeout = idle_timeout
@@ -186,7 +189,12 @@ class HealthServer:
             self._respond(connection, 400, {"error": "bad request line"}, True)
             return
         method, target = words[0], words[1]
-        if target.split("?", 1)[0].rstrip("/") != "/health":
+        path = target.split("?", 1)[0].rstrip("/")
+        if path == "/metrics" and self._metrics is not None and method in ("GET", "HEAD"):
+            code, body, content_type = self._metrics()
+            self._respond_raw(connection, code, body, content_type, method == "GET")
+            return
+        if path != "/health":
             self._respond(connection, 404, {"error": "not found"}, method != "HEAD")
             return
         if method not in ("GET", "HEAD"):
@@ -199,10 +207,14 @@ class HealthServer:
         self._respond(connection, 200 if healthy else 503, details, method == "GET")
 
     def _respond(self, connection: _Connection, code: int, doc: Any, with_body: bool) -> None:
-        body = _encode(doc)
+        self._respond_raw(connection, code, _encode(doc), "application/json", with_body)
+
+    def _respond_raw(
+        self, connection: _Connection, code: int, body: bytes, content_type: str, with_body: bool
+    ) -> None:
         head = (
             f"HTTP/1.1 {code} {REASONS.get(code, '')}\r\n"
-            "Content-Type: application/json\r\n"
+            f"Content-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n"
             "Connection: close\r\n"
             + ("Allow: GET, HEAD\r\n" if code == 405 else "")

@@ -124,7 +124,9 @@ class Worker:
         self.supervisor.add(self.engine.watchdog)
         self.health: Optional[HealthServer] = None
         if config.health_port:
-            self.health = HealthServer("0.0.0.0", config.health_port, self.health_status)
+            self.health = HealthServer(
+                "0.0.0.0", config.health_port, self.health_status, metrics=self.metrics.render
+            )
         self.metrics.watch(
             lambda: len(self.engine), lambda: self.concurrency, lambda: len(self.spool)
         )

@@ -362,6 +362,11 @@ def create_app(
         for path, name, view, methods in routes:
             app.add_url_rule(prefix + path, f"{tag}_{name}", view, methods=list(methods))
 
+    @app.route("/metrics")
+    def metrics() -> "flask.Response":
+        code, body, content_type = jobs.metrics.render()
+        return flask.Response(body, status=code, content_type=content_type)
+
     @app.route("/openapi.json")
     def openapi() -> "flask.Response":
         return reply(openapi_document())

@@ -18,6 +18,7 @@ from ..config import Config
 from ..engine import Engine
 from ..job import Job, JobResult
 from ..logs import logger
+from ..metrics import create_metrics
 from ..runner import Channel
 from .options import ApiOptions, bind_address, is_loopback
 from .webhook import Webhooks
@@ -197,13 +198,16 @@ class LocalEndpoint:
         self._cond = threading.Condition()
         self.counts = {"completed": 0, "failed": 0, "cancelled": 0, "timed_out": 0}
         self._closing = threading.Event()
+        self.metrics = create_metrics()
         self.engine = Engine(
             config,
             self,
             initial_concurrency=self.options.concurrency or 1,
             track=self._started,
             on_result=self._left,
+            metrics=self.metrics,
         )
+        self.metrics.watch(lambda: len(self.engine), lambda: self.concurrency)
         self.engine.watchdog.start()
         if private_webhooks is None:
             private_webhooks = config.allow_private_webhooks or (
