@@ -53,6 +53,7 @@ except ImportError:  # tests/ run as a plain directory on sys.path
     )
 
 from wavespeed.serverless.concurrency import MAX_THREADS
+from wavespeed.serverless.delivery import MAX_ITEMS
 from wavespeed.serverless.config import Config
 
 pytestmark = pytest.mark.timeout(90)
@@ -269,6 +270,38 @@ def test_thread_mode_runs_blocking_async_handlers_in_parallel(
             assert fp.wait_results(4, 20)
     assert all(fp.results(job_id) == [{"output": {"together": True}}] for job_id in ids)
     assert not logs.find("event loop was blocked")
+
+
+def test_a_sync_generator_returned_on_the_loop_waits_for_room_without_blocking_it(
+    fp: FakePlatform, tmp_path: Path
+) -> None:
+    # An async handler that returns a plain generator: its chunks are handed
+    # over on the shared loop. While its outbox is full, other jobs must run.
+    chunks = MAX_ITEMS + 60
+    gate = AsyncGate()
+    generator_done = threading.Event()
+
+    def produce() -> Any:
+        for i in range(chunks):
+            yield i
+            if i + 1 - len(fp.requests("job-stream")) >= MAX_ITEMS:
+                gate.open()  # full: the bystander may go on
+        generator_done.set()
+
+    async def handler(job: Dict[str, Any]) -> Any:
+        if job["input"].get("bystander"):
+            await gate.wait()
+            return {"generator_done": generator_done.is_set()}
+        return produce()
+
+    fp.delay("job-stream", 0.02)  # the last 60 chunks take over a second
+    streaming = fp.add_job({})
+    bystander = fp.add_job({"bystander": True})
+    with running_worker(fp, handler, tmp_path, concurrency=2):
+        assert fp.wait_results(2, 30)
+    # The bystander ran while the generator still waited for room.
+    assert fp.results(bystander) == [{"output": {"generator_done": False}}]
+    assert fp.stream(streaming) == list(range(chunks))
 
 
 # -- concurrency limits by handler kind --------------------------------------------------------
