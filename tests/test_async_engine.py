@@ -223,6 +223,30 @@ def test_1000_sleeping_async_jobs_at_concurrency_1000_use_few_threads(tmp_path: 
     assert wall < 3.9, f"{wall:.2f} s"
 
 
+def test_a_handler_blocking_the_loop_past_the_drain_deadline_does_not_hold_the_exit(
+    tmp_path: Path,
+) -> None:
+    with FakePlatform() as fp:
+        job_id = fp.add_job({"i": 0, "sleep": 0, "block": 40})
+        env = fp.env(
+            WAVESPEED_SPOOL_DIR=str(tmp_path / "spool"),
+            WAVESPEED_HEALTH_PORT="0",
+            WAVESPEED_DRAIN_TIMEOUT="1",
+            RUNPOD_PING_INTERVAL="100",
+        )
+        with WorkerProcess("async_sleeper.py", env) as proc:
+            # A heartbeat names the job: the worker holds it (and blocks its loop).
+            assert fp.wait_for(
+                lambda f: any(job_id in p.query.get("job_id", "") for p in f.pings()), 30
+            ), proc.output()
+            proc.signal(signal.SIGTERM)
+            # Bounded by the drain deadline and the stop steps, not by the 40 s block.
+            code = proc.wait(20)
+            assert code == 0, proc.output()
+        (body,) = fp.results(job_id)
+    assert "drain deadline" in body["error"]
+
+
 # -- a handler that blocks the shared loop ---------------------------------------------------
 
 
