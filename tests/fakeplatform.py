@@ -331,6 +331,7 @@ class FakePlatform:
         self._jobs: Dict[str, Dict[str, Any]] = {}  # id -> job, for requeue()
         self._next_id = 0
         self._faults: Dict[str, Deque[Fault]] = {r: collections.deque() for r in ROUTES}
+        self._delays: Dict[str, float] = {}  # route -> seconds every request is held
         self._to_stop: List[str] = []
         self._requests: List[Recorded] = []
         self._by_route: Dict[str, List[Recorded]] = {r: [] for r in ROUTES}
@@ -491,6 +492,15 @@ class FakePlatform:
         with self._cond:
             self._faults[route].extend(faults)
 
+    def delay(self, route: str, seconds: float) -> None:
+        """Hold every later request on ``route`` ``seconds`` before answering it
+        normally (a slow endpoint, e.g. 20 ms per stream post); 0 turns it off.
+        Scripted faults keep their own ``delay``; :meth:`stop` cuts waits short."""
+        if route not in self._faults:
+            raise ValueError("unknown route %r; one of %s" % (route, ", ".join(ROUTES)))
+        with self._cond:
+            self._delays[route] = float(seconds)
+
     def stop_job(self, job_id: str) -> None:
         """Ask the worker to cancel ``job_id``: the next job-stop request (or
         one being held) answers ``{"jobsToStop": [...all pending...]}``."""
@@ -645,11 +655,15 @@ class FakePlatform:
             self._requests.append(rec)
             self._by_route[route].append(rec)
             fault = self._faults[route].popleft() if self._faults[route] else None
+            delay = self._delays.get(route, 0.0)
             self._cond.notify_all()
         try:
             if fault is not None:
                 self._answer_fault(h, rec, fault)
             else:
+                if delay > 0:
+                    with self._cond:
+                        self._cond.wait_for(lambda: self._stopped, delay)
                 status, payload = self._answer(rec)
                 h.send(status, payload)
         finally:

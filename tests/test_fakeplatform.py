@@ -192,6 +192,24 @@ def test_delay_fault_outlasts_client_timeout(fp: FakePlatform, session: requests
     assert len(fp.pings()) == 2
 
 
+def test_route_delay_holds_every_request_then_answers_normally(
+    fp: FakePlatform, session: requests.Session
+) -> None:
+    fp.delay("job-stream", 0.3)
+    url = done_url(fp, "j1", route="job-stream")
+    for i in range(2):
+        start = time.monotonic()
+        r = session.post(url, data=b'{"output": %d}' % i, timeout=5)
+        assert r.status_code == 200 and time.monotonic() - start >= 0.29
+    fp.delay("job-stream", 0)
+    start = time.monotonic()
+    assert session.post(url, data=b'{"output": 2}', timeout=5).status_code == 200
+    assert time.monotonic() - start < 0.29
+    assert fp.stream("j1") == [0, 1, 2]
+    with pytest.raises(ValueError):
+        fp.delay("no-such-route", 1)
+
+
 def test_unknown_paths_and_wrong_methods(fp: FakePlatform, session: requests.Session) -> None:
     assert session.get("%s/health" % fp.url, timeout=5).status_code == 404
     assert session.get("%s/v2/other-ep/job-take/pod-1" % fp.url, timeout=5).status_code == 404

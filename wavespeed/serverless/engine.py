@@ -429,13 +429,18 @@ class Engine:
         return any(r.future is not None and not r.future.done() for r in list(self._abandoned))
 
     def close(self) -> bool:
-        """Stop the watchdog, the pool and the loops; False when handler threads are stuck."""
+        """Stop the watchdog, the pool and the loops; False when handler threads are stuck.
+
+        A handler blocking the shared loop past the drain deadline counts as
+        stuck: the loop's thread cannot end, and it would hold the exit.
+        """
         self.watchdog.stop()
         self.watchdog.join(2.0)
         stuck = self.threads_stuck
         self._pool.shutdown(wait=not stuck, cancel_futures=True)
-        if self.shared is not None:
-            self.shared.close()
+        if self.shared is not None and not self.shared.close(1.0):
+            log.error("a handler still blocks the shared event loop after the drain deadline")
+            stuck = True
         if not stuck:
             self.loops.close_all()
         return not stuck

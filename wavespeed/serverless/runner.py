@@ -141,8 +141,28 @@ class Runner:
             return await self._astream(job, value, state)
         if inspect.isgenerator(value):
             state.streaming = True
-            return self._stream(job, value, state)
+            return await self._stream_on_loop(job, value, state)
         return self._value(job, value, state)
+
+    async def _stream_on_loop(self, job: Job, generator: Any, state: _Stream) -> JobResult:
+        """A sync generator reached on the shared loop (an async handler returned one).
+
+        Like ``_stream``, but a full outbox is awaited (``asend_chunk``):
+        ``send_chunk`` would block the loop, and every async job with it.
+        """
+        channel = job.channel
+        try:
+            for value in generator:
+                chunk = self._chunk(job, value, state)
+                if isinstance(chunk, JobResult):
+                    return chunk
+                if channel is not None:
+                    await channel.asend_chunk(job, *chunk)
+                if job.cancelled.is_set():
+                    raise JobCancelled(job.id)
+        finally:
+            _close(generator)
+        return self._stream_end(job, state)
 
     async def _astream(self, job: Job, generator: Any, state: _Stream) -> JobResult:
         channel = job.channel
