@@ -60,6 +60,7 @@ class _Stream:
 
 
 Outcome = Union[JobResult, Coroutine[Any, Any, JobResult]]
+_NOT_CALLED = object()  # run_async: the handler is called on the loop itself
 
 
 class Runner:
@@ -117,20 +118,17 @@ class Runner:
     async def run_async(self, job: Job) -> JobResult:
         """Run a job whose handler is known to be async, on the shared loop."""
         state = self._state()
+        return await self._continue_on_loop(job, _NOT_CALLED, state)
+
+    async def _continue_on_loop(self, job: Job, value: Any, state: _Stream) -> JobResult:
+        """Finish a job on the shared loop; ``value`` is what the handler returned (or ``_NOT_CALLED``)."""
         current_job.set(job)  # the task has its own context: no reset needed
         with collecting(state.timings):
             try:
-                value = self._invoke(job)
+                if value is _NOT_CALLED:
+                    value = self._invoke(job)
                 return self._debugged(await self._drive(job, value, state), state)
             except BaseException as exc:  # noqa: BLE001 - CancelledError becomes a cancelled result
-                return self._debugged(self._failure(job, exc, state), state)
-
-    async def _continue_on_loop(self, job: Job, value: Any, state: _Stream) -> JobResult:
-        current_job.set(job)
-        with collecting(state.timings):
-            try:
-                return self._debugged(await self._drive(job, value, state), state)
-            except BaseException as exc:  # noqa: BLE001
                 return self._debugged(self._failure(job, exc, state), state)
 
     async def _drive(self, job: Job, value: Any, state: _Stream) -> JobResult:
@@ -141,18 +139,20 @@ class Runner:
             return await self._astream(job, value, state)
         if inspect.isgenerator(value):
             state.streaming = True
-            return await self._stream_on_loop(job, value, state)
+            return await self._astream(job, value, state)
         return self._value(job, value, state)
 
-    async def _stream_on_loop(self, job: Job, generator: Any, state: _Stream) -> JobResult:
-        """A sync generator reached on the shared loop (an async handler returned one).
+    async def _astream(self, job: Job, generator: Any, state: _Stream) -> JobResult:
+        """Stream on the shared loop: an async generator, or a sync one an async handler returned.
 
-        Like ``_stream``, but a full outbox is awaited (``asend_chunk``):
-        ``send_chunk`` would block the loop, and every async job with it.
+        A full outbox is awaited (``asend_chunk``): ``send_chunk`` would
+        block the loop, and every async job with it.
         """
         channel = job.channel
+        asynchronous = inspect.isasyncgen(generator)
+        items = generator if asynchronous else _as_async(generator)
         try:
-            for value in generator:
+            async for value in items:
                 chunk = self._chunk(job, value, state)
                 if isinstance(chunk, JobResult):
                     return chunk
@@ -161,22 +161,10 @@ class Runner:
                 if job.cancelled.is_set():
                     raise JobCancelled(job.id)
         finally:
-            _close(generator)
-        return self._stream_end(job, state)
-
-    async def _astream(self, job: Job, generator: Any, state: _Stream) -> JobResult:
-        channel = job.channel
-        try:
-            async for value in generator:
-                chunk = self._chunk(job, value, state)
-                if isinstance(chunk, JobResult):
-                    return chunk
-                if channel is not None:
-                    await channel.asend_chunk(job, *chunk)
-                if job.cancelled.is_set():
-                    raise JobCancelled(job.id)
-        finally:
-            await generator.aclose()
+            if asynchronous:
+                await generator.aclose()
+            else:
+                _close(generator)
         return self._stream_end(job, state)
 
     # -- turning what happened into a result ------------------------------------------
@@ -300,6 +288,11 @@ def _is_cancellation(exc: BaseException) -> bool:
     return type(exc).__name__ == "CancelledError" and type(exc).__module__.startswith(
         ("asyncio", "concurrent")
     )
+
+
+async def _as_async(generator: Any) -> Any:
+    for value in generator:
+        yield value
 
 
 def _close(generator: Any) -> None:
