@@ -5,8 +5,10 @@ folder), as a subprocess of the project's virtualenv Python; the exit code
 and the printed result are checked.
 """
 
+import base64
 import json
 import os
+import struct
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
@@ -18,6 +20,22 @@ pytestmark = pytest.mark.timeout(60)
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
+
+class PngOf:
+    """Equal to base64 text of a PNG of this size (the image example's output)."""
+
+    def __init__(self, width: int, height: int) -> None:
+        self.size = (width, height)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, str):
+            return NotImplemented
+        data = base64.b64decode(other, validate=True)
+        return data[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", data[16:24]) == self.size
+
+    def __repr__(self) -> str:
+        return f"PngOf{self.size}"
+
 
 # What each example prints for its own test_input.json.
 EXPECTED: Dict[str, Any] = {
@@ -42,6 +60,7 @@ EXPECTED: Dict[str, Any] = {
     },
     "progress": {"output": {"done": 3}},
     "refresh_worker": {"output": {"model": "one-off-lora", "result": "ok"}, "stopPod": True},
+    "image": {"output": {"image": PngOf(320, 200), "width": 320, "height": 200}},
 }
 
 
