@@ -10,7 +10,7 @@ IMAGE       ?= wavespeed-worker:dev
 BASE_IMAGE  ?= python:3.11-slim
 HANDLER_DIR ?= examples
 
-.PHONY: install test test-local lint bench bench-quick soak docker-build docker-test clean
+.PHONY: install test test-matrix test-local lint bench bench-quick soak screenshot docker-build docker-test clean
 
 $(STAMP): setup.py setup.cfg
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,11 @@ bench-quick: $(STAMP)
 SOAK_SECONDS ?= 120
 soak: $(STAMP)
 	$(PY) tools/soak.py --duration $(SOAK_SECONDS)
+
+# The README's picture of the local API's page with an image output, taken in
+# headless Chromium (.ci/install-chromium installs it).
+screenshot: $(STAMP)
+	$(PY) tools/screenshot.py --out examples/image/screenshot.png
 
 # Docker needs an engine; these machines have none, so these run elsewhere.
 docker-build:

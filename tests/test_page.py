@@ -305,7 +305,8 @@ def test_the_image_example_is_shown_as_an_image_of_its_size(image_url: str, tmp_
     # The browser decoded it: its natural size is the one the handler drew.
     assert fig.attrs.get("data-natural") == "120x80", fig.attrs
     img = fig.all("img")[0]
-    expected = IMAGE.handler({"id": "x", "input": request["input"]})
+    drawn = IMAGE.png_bytes(120, 80, IMAGE.sunset(120, 80, "a test card"))
+    expected = {"image": b64(drawn), "width": 120, "height": 80}
     assert img.attrs["src"] == "data:image/png;base64," + expected["image"]
     # The raw JSON is one click away: folded, and it holds the handler's output.
     assert "open" not in dom.by_id("raw").attrs

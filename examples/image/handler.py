@@ -8,9 +8,10 @@ to see the image rendered rather than printed:
     python handler.py                                  # ./test_input.json, prints JSON
     python handler.py --rp_serve_api                   # then open http://localhost:8000/
 
-Input: ``prompt`` (any text; it picks the colours), ``width`` and ``height``
-(1 to 1024, default 320 x 200), ``data_uri`` (true: return
-``data:image/png;base64,...`` instead of bare base64).
+Input: ``prompt`` (any text; it picks the colours), ``width`` and
+``height`` (1 to 1024, default 320 x 200), ``data_uri`` (true: return
+``data:image/png;base64,...`` instead of bare base64). Progress is reported
+as rows drawn (``"120/300"``), which the page shows as a bar.
 """
 
 import base64
@@ -56,8 +57,11 @@ def palette(prompt):
     return top, glow, sea
 
 
-def sunset(width, height, prompt):
-    """The rows of a sunset: sky gradient, sun disc with a halo, rippled sea."""
+def sunset(width, height, prompt, report=None):
+    """The rows of a sunset: sky gradient, sun disc with a halo, rippled sea.
+
+    ``report(done, total)`` is called every tenth of the rows.
+    """
     top, glow, sea = palette(prompt)
     horizon = int(height * 0.62)
     sun_x, sun_y = width * 0.5, horizon - height * 0.08
@@ -86,6 +90,8 @@ def sunset(width, height, prompt):
                     colour = [c + (255 - c) * fade * 0.7 for c in colour]
             row.extend(max(0, min(255, int(c))) for c in colour)
         rows.append(bytes(row))
+        if report is not None and (y + 1) % max(1, height // 10) == 0:
+            report(y + 1, height)
     return rows
 
 
@@ -96,7 +102,11 @@ def handler(job):
     for name, value in (("width", width), ("height", height)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE:
             return {"error": f"{name}: an integer from 1 to {MAX_SIDE}"}
-    data = png_bytes(width, height, sunset(width, height, prompt))
+    # "120/300" rows drawn: the local API's page shows such progress as a bar.
+    def report(done, total):
+        serverless.progress_update(job, f"{done}/{total}")
+
+    data = png_bytes(width, height, sunset(width, height, prompt, report))
     text = base64.b64encode(data).decode("ascii")
     if job_input.get("data_uri"):
         text = "data:image/png;base64," + text
