@@ -62,6 +62,16 @@ def build_parser(add_help: bool = False) -> argparse.ArgumentParser:
         help="jobs the local API runs at once (default: 1)",
     )
     parser.add_argument(
+        "--waverless_api_reload",
+        "--rp_api_reload",
+        dest="api_reload",
+        action="store_true",
+        help=(
+            "with --rp_serve_api: restart the local API when a .py file under the "
+            "handler's folder changes (needs: pip install 'wavespeed[dev]')"
+        ),
+    )
+    parser.add_argument(
         "--waverless_log_level",
         "--rp_log_level",
         dest="log_level",

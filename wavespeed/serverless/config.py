@@ -163,6 +163,7 @@ class Config:
     api_host: str = "localhost"
     api_port: int = 8000
     api_concurrency: int = 1
+    api_reload: bool = False  # restart the local API on code changes (wavespeed[dev])
     debugger: bool = False
     realtime_port: int = 0
     realtime_concurrency: int = 1
@@ -310,6 +311,7 @@ class Config:
             api_host=flags.api_host,
             api_port=flags.api_port,
             api_concurrency=flags.api_concurrency,
+            api_reload=flags.api_reload,
             debugger=flags.debugger,
         )
         if flags.test_output is not None and flags.test_input is None:
