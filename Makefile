@@ -23,6 +23,13 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The suite on every CPython 3.9-3.13 found on this machine (python3.X on PATH,
+# /usr/bin, pyenv), each in its own virtualenv under .matrix/, one after the
+# other; one line per version. MATRIX_ARGS are passed to pytest.
+MATRIX_ARGS ?=
+test-matrix:
+	$(PYTHON) tools/test_matrix.py $(if $(MATRIX_ARGS),-- $(MATRIX_ARGS))
+
 # Run a handler once locally: make test-local INPUT='{"input": {"prompt": "hi"}}'
 # Without INPUT it uses the test_input.json beside the handler.
 test-local: $(STAMP)
