@@ -57,7 +57,7 @@ def serve_with_reload(config: Config) -> None:
         return
     kind, target = main_target()
     folder = handler_folder(config.handler)
-    log.info("%s: the local API restarts when a .py file under %s changes", FLAG.split("/")[0], folder)
+    log.info("reload: the local API restarts when a .py file under %s changes", folder)
     hupper.start_reloader(
         f"{__name__}.run_child",
         reload_interval=RELOAD_INTERVAL,
@@ -94,7 +94,7 @@ def handler_folder(handler: Callable[..., Any]) -> str:
             return os.path.dirname(os.path.abspath(path))
     main_file = getattr(sys.modules.get("__main__"), "__file__", None)
     if main_file:
-        return os.path.dirname(os.path.abspath(main_file))
+        return os.path.dirname(os.path.abspath(str(main_file)))
     return os.getcwd()
 
 
