@@ -11,7 +11,7 @@ IMAGE       ?= wavespeed-worker:dev
 BASE_IMAGE  ?= python:3.11-slim
 HANDLER_DIR ?= examples/sync
 
-.PHONY: install test test-local lint bench bench-quick soak docker-build docker-test docker-test-local clean
+.PHONY: install test test-matrix test-local lint bench bench-quick soak screenshot docker-build docker-test docker-test-local clean
 
 $(STAMP): pyproject.toml setup.py setup.cfg
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The suite on every CPython 3.9-3.13 found on this machine (python3.X on PATH,
+# /usr/bin, pyenv), each in its own virtualenv under .matrix/, one after the
+# other; one line per version. MATRIX_ARGS are passed to pytest.
+MATRIX_ARGS ?=
+test-matrix:
+	$(PYTHON) tools/test_matrix.py $(if $(MATRIX_ARGS),-- $(MATRIX_ARGS))
 
 # Run a handler once locally: make test-local INPUT='{"input": {"prompt": "hi"}}'
 # Without INPUT it uses the test_input.json beside the handler.
@@ -50,6 +57,11 @@ bench-quick: $(STAMP)
 SOAK_SECONDS ?= 120
 soak: $(STAMP)
 	$(PY) tools/soak.py --duration $(SOAK_SECONDS)
+
+# The README's picture of the local API's page with an image output, taken in
+# headless Chromium (.ci/install-chromium installs it).
+screenshot: $(STAMP)
+	$(PY) tools/screenshot.py --out examples/image/screenshot.png
 
 # With a Docker engine (or DOCKER=podman where podman runs out of the box).
 docker-build:

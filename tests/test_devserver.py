@@ -28,7 +28,7 @@ from wavespeed.serverless.devserver import ApiOptions, JobStore, create_app, mak
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+PYTHON = sys.executable  # whichever environment runs the tests (venv, tox, conda)
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 
 
@@ -743,9 +743,10 @@ def _free_port() -> int:
 
 
 def _clean_env() -> Dict[str, str]:
-    return {
-        k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "WAVERLESS_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "WAVERLESS_"))}
+    # The checkout's package, even where it is not installed.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, env.get("PYTHONPATH")) if p)
+    return env
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Local test mode (PROTOCOL §14), as a user runs it: ``python handler.py ...``.
 
-Every case runs a handler file as a subprocess of the project's virtualenv
-Python, in a temporary folder, with no platform variables in the
+Every case runs a handler file as a subprocess of the Python running the
+tests, in a temporary folder, with no platform variables in the
 environment, and checks the exit code, stdout (the result as JSON) and
 stderr (the logs: chunks and progress as they happen).
 """
@@ -9,6 +9,7 @@ stderr (the logs: chunks and progress as they happen).
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -17,7 +18,7 @@ import pytest
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parent.parent
-PYTHON = str(ROOT / ".venv" / "bin" / "python")
+PYTHON = sys.executable  # whichever environment runs the tests (venv, tox, conda)
 
 HANDLER = '''
 import asyncio
@@ -78,6 +79,8 @@ def run_handler(tmp_path: Path) -> Any:
     (tmp_path / "handler.py").write_text(HANDLER)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RUNPOD_", "WAVERLESS_"))}
     env["WAVESPEED_SPOOL_DIR"] = str(tmp_path / "spool")
+    # The checkout's package, even where it is not installed.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
 
     def run(*args: str, test_input: Optional[Any] = None) -> Result:
         argv: List[str] = [PYTHON, "handler.py", *args]

@@ -81,6 +81,15 @@ def start(
         from .local import run_local
 
         sys.exit(run_local(settings))
+    if settings.api_reload and settings.mode != "api":
+        from .logs import logger
+
+        logger("api").warning("--rp_api_reload applies to the local API only (--rp_serve_api); ignored")
+    if settings.mode == "api" and settings.api_reload:
+        from .reload import serve_with_reload
+
+        serve_with_reload(settings)
+        return
     if settings.mode in ("api", "realtime"):
         from .devserver import serve
 
