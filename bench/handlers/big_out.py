@@ -1,0 +1,18 @@
+"""Job returning one large string (input "size" bytes, 20 MB in the bench),
+as an image worker returns a base64 image. Each job builds a new string with
+a single allocation of its final size, so the worker's peak RSS growth is
+that string plus what the SDK adds."""
+from _sdk import start
+
+_FILL = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0NTY3ODkrLw=="
+_BLOCK = (_FILL * (65536 // len(_FILL) + 1))[:65536]
+
+
+def handler(job):
+    inp = job["input"]
+    whole, rest = divmod(inp["size"] - 8, len(_BLOCK))
+    return "".join(["%08d" % inp["n"]] + [_BLOCK] * whole + [_BLOCK[:rest]])
+
+
+if __name__ == "__main__":
+    start(handler)
