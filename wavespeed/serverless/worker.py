@@ -35,7 +35,7 @@ from .job import Job, JobResult, encode
 from .logs import logger
 from .runner import Runner
 from .spool import Spool
-from .transport import TakeResult, Transport
+from .transport import CancelKind, TakeKind, TakeResult, Transport
 
 log = logger("worker")
 
@@ -319,15 +319,15 @@ class Worker:
             self.last_tick = time.monotonic()
 
     def _accept(self, result: TakeResult) -> float:
-        if result.kind == "empty":
+        if result.kind is TakeKind.EMPTY:
             return self._backoff.empty()
-        if result.kind == "throttled":
+        if result.kind is TakeKind.THROTTLED:
             # Retry-After is a floor, not the whole wait: "0" must not become a hot loop.
             floor = 5.0 if result.retry_after is None else result.retry_after
             delay = max(floor, self._backoff.error())
             log.warning("job-take throttled (429); waiting %.1f s", delay)
             return min(delay, 300.0)
-        if result.kind == "error":
+        if result.kind is TakeKind.ERROR:
             delay = self._backoff.error()
             if not self.stopping:  # at shutdown the open take is cut on purpose
                 log.warning("job-take failed (%s); retrying in %.2f s", result.detail, delay)
@@ -477,15 +477,15 @@ class Worker:
                     self._cond.wait()
             if self._stopping.is_set():
                 return
-            ids = self.transport.poll_stops()
-            if ids is None:
+            poll = self.transport.poll_cancels()
+            if poll.kind in (CancelKind.ERROR, CancelKind.NO_URL):
                 delay = backoff.error()
-            elif not ids:
+            elif poll.kind is CancelKind.NONE:
                 delay = backoff.empty()
             else:
                 backoff.reset()
                 delay = 0.0
-                self.stop_jobs(ids)
+                self.stop_jobs(poll.ids)
             if delay:
                 self._stopping.wait(delay)
 
