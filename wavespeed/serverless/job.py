@@ -12,7 +12,7 @@ import math
 import threading
 import traceback
 from dataclasses import dataclass
-from json.encoder import encode_basestring  # type: ignore[attr-defined]
+from json.encoder import encode_basestring
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from .. import __version__
@@ -221,16 +221,16 @@ def _encode_large(body: Any) -> bytes:
     """
     pieces: List[Union[bytes, str]] = []  # JSON text, or a large string to quote
     _flatten(body, pieces, 0)
-    size = sum(len(piece) + 2 if type(piece) is str else len(piece) for piece in pieces)
+    size = sum(len(piece) + 2 if isinstance(piece, str) else len(piece) for piece in pieces)
     out = io.BytesIO()
     out.seek(size - 1)
     out.write(b"\0")  # sizes the buffer once; escapes or UTF-8 can only grow it
     out.seek(0)
     for piece in pieces:
-        if type(piece) is str:
-            _write_string(piece, out)  # type: ignore[arg-type]
+        if isinstance(piece, str):
+            _write_string(piece, out)
         else:
-            out.write(piece)  # type: ignore[arg-type]
+            out.write(piece)
     out.truncate()
     return out.getvalue()
 

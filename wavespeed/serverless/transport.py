@@ -24,43 +24,70 @@ The retry loop is ours, driven by the adapter's ``Retry`` value (which
 errors and statuses are retried, how many times, the backoff, Retry-After),
 because urllib3's own loop cannot bound a post by wall-clock time nor be cut
 short at shutdown: ``abort_posts()`` does both.
+
+What the calls return is in ``outcomes``, the job-take body reader in
+``jobtake``, the cuttable connections in ``connections`` and the small wire
+helpers in ``wire``; this module keeps every request the worker makes, so
+the hot path reads top to bottom here (which is why it is over 400 lines).
 """
 
-import email.utils
-import enum
 import json
-import re
-import socket
-import sys
 import threading
 import time
-import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
-from urllib.parse import quote, urlencode, urlsplit
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, cast
+from urllib.parse import quote, urlsplit
 
 import requests
-import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import ClosedPoolError, ConnectTimeoutError, HTTPError, NewConnectionError
-from urllib3.response import HTTPResponse
-from urllib3.util.connection import allowed_gai_family
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.exceptions import ClosedPoolError, HTTPError
 from urllib3.util.retry import Retry
 from urllib3.util.timeout import Timeout
 
 from .. import __version__
 from .config import Config
+from .connections import Tracker, TrackedAdapter
+from .jobtake import parse_jobs, read_take_body
 from .logs import logger
+from .outcomes import CancelKind, CancelPoll, Delivery, Outcome, TakeKind, TakeResult
+from .wire import (
+    RETRY_STATUSES,
+    describe,
+    header_safe,
+    job_url,
+    refused_status,
+    result_retry,
+    retry_after_seconds,
+    retry_policy,
+    with_query,
+)
+
+__all__ = [
+    "CancelKind",
+    "CancelPoll",
+    "Delivery",
+    "Outcome",
+    "RETRY_STATUSES",
+    "TakeKind",
+    "TakeResult",
+    "Transport",
+    "describe",
+    "header_safe",
+    "job_url",
+    "parse_jobs",
+    "read_take_body",
+    "result_retry",
+    "retry_after_seconds",
+    "with_query",
+]
 
 log = logger("transport")
 
-USER_AGENT = f"wavespeed-serverless/{__version__} (urllib3/{urllib3.__version__})"
+USER_AGENT = f"wavespeed-serverless/{__version__} (urllib3)"
 #: The runpod-python release whose worker protocol this SDK speaks (PROTOCOL §17).
 RUNPOD_PROTOCOL_VERSION = "1.12.0"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 CONNECT_TIMEOUT = 5.0
 RESULT_READ_TIMEOUT = 30.0  # per try; read at call time (tests shorten it)
 PROGRESS_DEADLINE = 10.0  # progress is best effort: never hold a job's outbox long
@@ -68,430 +95,6 @@ PROGRESS_DEADLINE = 10.0  # progress is best effort: never hold a job's outbox l
 # Network trouble as urllib3 raises it with retries=False. ValueError: http.client
 # refusing a header or URL it cannot send; the transport reports it, never raises it.
 NETWORK_ERRORS = (HTTPError, OSError, ValueError)
-
-
-# -- outcomes -----------------------------------------------------------------------
-
-
-class TakeKind(enum.Enum):
-    """What one job-take brought. A consumer's last branch must raise on any other value."""
-
-    JOBS = "jobs"  # ``jobs`` to run and/or ``malformed`` ids to report FAILED
-    EMPTY = "empty"  # nothing to do: 204, 400 (FlashBoot), an empty or unreadable body
-    THROTTLED = "throttled"  # 429: wait at least ``retry_after`` (None: not given)
-    ERROR = "error"  # no usable answer (network, 3xx, other 4xx, 5xx): back off
-
-
-class Outcome(enum.Enum):
-    """What happened to a POST. A consumer's last branch must raise on any other value."""
-
-    DELIVERED = "delivered"  # answered 2xx
-    REFUSED = "refused"  # 3xx, or 4xx other than 429, or no URL: retrying cannot help
-    FAILED = "failed"  # no try succeeded before the deadline, or the posts were aborted
-
-
-class CancelKind(enum.Enum):
-    """What one poll of the job-stop (cancel) channel brought.
-
-    A consumer's last branch must raise on any other value.
-    """
-
-    NO_URL = "no_url"  # there is no channel (the job-take URL has no ``/job-take/``)
-    ERROR = "error"  # the request failed or its answer was unusable: ``detail``
-    NONE = "none"  # nothing to cancel
-    JOBS = "jobs"  # ``ids``: cancel these jobs
-
-
-@dataclass
-class TakeResult:
-    """What one job-take returned."""
-
-    kind: TakeKind
-    jobs: List[Dict[str, Any]] = field(default_factory=list)
-    malformed: List[Tuple[str, str]] = field(default_factory=list)  # (job id, why)
-    retry_after: Optional[float] = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """What happened to a POST: its outcome, the last HTTP status, why, and the tries made."""
-
-    outcome: Outcome
-    status: Optional[int] = None
-    detail: str = ""
-    tries: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome is Outcome.DELIVERED
-
-    @property
-    def refused(self) -> bool:
-        return self.outcome is Outcome.REFUSED
-
-
-@dataclass(frozen=True)
-class CancelPoll:
-    """What one poll of the job-stop channel returned."""
-
-    kind: CancelKind
-    ids: List[str] = field(default_factory=list)
-    detail: str = ""
-
-
-# -- small helpers ------------------------------------------------------------------
-
-
-def with_query(url: str, params: Mapping[str, Any]) -> str:
-    """Append query parameters to a platform URL template.
-
-    Templates may already carry a query (``?gpu=X``) or end in a bare ``?``.
-    """
-    if not params:
-        return url
-    query = urlencode(params, safe=",")
-    if "?" not in url:
-        return f"{url}?{query}"
-    if url.endswith(("?", "&")):
-        return f"{url}{query}"
-    return f"{url}&{query}"
-
-
-def job_url(template: str, job_id: str) -> str:
-    """The job-done or stream URL for one job (``$ID`` is the job id)."""
-    return template.replace("$ID", quote(str(job_id), safe=""))
-
-
-# Visible ASCII except "%", which must escape itself for the encoding to be undone.
-_HEADER_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
-
-
-def header_safe(value: str) -> str:
-    """A header value any HTTP stack accepts and no parser alters.
-
-    Visible ASCII stays as it is. ``%``, control characters (``\\n``,
-    ``\\r``), anything beyond ASCII (accents, emoji) and spaces (which header
-    parsers strip at the ends) are percent-encoded as UTF-8, so
-    ``urllib.parse.unquote`` recovers the value exactly.
-    """
-    if value.isascii() and value.isprintable() and "%" not in value and " " not in value:
-        return value
-    return quote(value, safe=_HEADER_SAFE)
-
-
-def retry_after_seconds(value: Optional[str]) -> Optional[float]:
-    """Parse a Retry-After header: seconds, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def describe(exc: BaseException) -> str:
-    """A short text for a network error: its type and its root cause.
-
-    urllib3 (and requests) wrap errors two or three deep, each repeating the
-    URL or the connection object; the log needs only what went wrong
-    ("Connection refused").
-    """
-    root: BaseException = exc
-    for _ in range(10):
-        inner = root.__cause__ or getattr(root, "reason", None)
-        if inner is None and root.args and isinstance(root.args[-1], BaseException):
-            inner = root.args[-1]
-        if not isinstance(inner, BaseException):
-            break
-        root = inner
-    text = str(root) if root is not exc else str(exc)
-    if ": " in text and root is not exc:
-        text = text.rsplit(": ", 1)[-1]
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
-def result_retry(deadline: float) -> Retry:
-    """The retry policy for final results: back off until about ``deadline`` s."""
-    backoff_factor, backoff_max = 0.25, 8.0
-    tries, waited = 0, 0.0
-    while waited < deadline and tries < 40:
-        tries += 1
-        waited += min(backoff_factor * (2 ** tries), backoff_max)
-    return _retry(max(tries, 1), backoff_factor, backoff_max)
-
-
-def _retry(total: int, backoff_factor: float, backoff_max: float) -> Retry:
-    retry = Retry(
-        total=total,
-        connect=total,
-        read=total,
-        status=total,
-        other=0,
-        allowed_methods=None,  # POST too: a lost result is worse than a repeated one
-        status_forcelist=RETRY_STATUSES,
-        backoff_factor=backoff_factor,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-        raise_on_redirect=False,
-    )
-    if hasattr(Retry, "DEFAULT_BACKOFF_MAX"):  # urllib3 1.26 and 2.x
-        try:
-            retry.backoff_max = backoff_max  # type: ignore[attr-defined]
-        except AttributeError:
-            pass
-    return retry
-
-
-def _refused(status: int) -> bool:
-    """A status that retrying cannot fix: a redirect (not followed) or a 4xx but 429."""
-    return 300 <= status < 500 and status != 429
-
-
-# -- job-take bodies ----------------------------------------------------------------
-
-
-def parse_jobs(data: Any) -> TakeResult:
-    """Sort a parsed job-take body into jobs and malformed items."""
-    items = data if isinstance(data, list) else [data]
-    result = TakeResult(kind=TakeKind.JOBS)
-    for item in items:
-        _sort_item(item, result)
-    if not result.jobs and not result.malformed:
-        result.kind = TakeKind.EMPTY
-    return result
-
-
-def _sort_item(item: Any, result: TakeResult) -> None:
-    if not isinstance(item, dict):
-        log.warning("job-take returned a non-object item (%s); ignored", type(item).__name__)
-        return
-    job_id = item.get("id")
-    if job_id in (None, ""):
-        log.warning("job-take returned a job without an id; ignored (keys: %s)", sorted(map(str, item)))
-        return
-    if "input" not in item:
-        result.malformed.append((str(job_id), "the job has no 'input' field"))
-        return
-    result.jobs.append(item)
-
-
-# A JSON string (unrolled, so a long one is one fast match), or one structural byte.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]')
-# After an "id" key: its value, a string or an integer, bounded.
-_ID_VALUE = re.compile(rb'\s*:\s*("(?:[^"\\]|\\.){1,1024}"|-?\d{1,64})\s*[,}]')
-
-
-def read_take_body(raw: bytes) -> TakeResult:
-    """Read a 200 job-take body; never raises.
-
-    A body ``json.loads`` cannot read (nested too deeply, invalid UTF-8,
-    truncated, not JSON) is salvaged: each job whose top-level ``"id"`` can
-    still be read is returned as malformed, so the worker reports it FAILED
-    instead of leaving it to the platform's timeout; the readable jobs of a
-    batch still run.
-    """
-    try:
-        data = json.loads(raw)
-        if isinstance(data, list) and not data:
-            return TakeResult(kind=TakeKind.EMPTY)
-        return parse_jobs(data)
-    except Exception as exc:  # noqa: BLE001 - RecursionError, UnicodeDecodeError, ...: any
-        why = f"the job-take body could not be read ({type(exc).__name__})"
-    try:
-        return _salvage(raw, why)
-    except Exception:  # noqa: BLE001 - the salvage is best effort; never raise from take()
-        log.exception("job-take: could not salvage an unreadable body (%d bytes)", len(raw))
-        return TakeResult(kind=TakeKind.EMPTY, detail=why)
-
-
-def _salvage(raw: bytes, why: str) -> TakeResult:
-    result = TakeResult(kind=TakeKind.JOBS, detail=why)
-    if raw.lstrip()[:1] == b"[":
-        for start, end in _element_spans(raw):
-            piece = raw[start:end]
-            try:
-                _sort_item(json.loads(piece), result)
-                continue
-            except Exception:  # noqa: BLE001 - the same reasons as the whole body
-                pass
-            _add_malformed(result, _object_id(piece), why)
-    else:
-        _add_malformed(result, _object_id(raw), why)
-    if not result.jobs and not result.malformed:
-        log.warning("job-take: %s and no job id could be read in it (%d bytes)", why, len(raw))
-        result.kind = TakeKind.EMPTY
-    return result
-
-
-def _add_malformed(result: TakeResult, job_id: Optional[str], why: str) -> None:
-    if job_id:
-        log.error("job-take: %s; reporting job %s FAILED", why, job_id)
-        result.malformed.append((job_id, why))
-
-
-def _element_spans(raw: bytes) -> List[Tuple[int, int]]:
-    """The byte spans of a top-level JSON list's elements (a truncated list too)."""
-    spans: List[Tuple[int, int]] = []
-    depth, start = 0, -1
-    for match in _TOKEN.finditer(raw):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-            if depth == 1:
-                start = match.end()
-        elif token in (b"]", b"}"):
-            if depth == 1 and start >= 0:
-                spans.append((start, match.start()))
-                return spans
-            depth -= 1
-        elif token == b"," and depth == 1:
-            spans.append((start, match.start()))
-            start = match.end()
-    if depth >= 1 and start >= 0:
-        spans.append((start, len(raw)))
-    return [(s, e) for s, e in spans if raw[s:e].strip()]
-
-
-def _object_id(raw: bytes) -> Optional[str]:
-    """The ``"id"`` of a JSON object's top level, read without parsing the rest."""
-    depth = 0
-    expect_key = False
-    for match in _TOKEN.finditer(raw):
-        token = match.group()
-        if token in (b"[", b"{"):
-            depth += 1
-            expect_key = depth == 1 and token == b"{"
-        elif token in (b"]", b"}"):
-            depth -= 1
-            if depth <= 0:
-                return None
-        elif token == b"," and depth == 1:
-            expect_key = True
-        elif token == b":":
-            expect_key = False
-        elif expect_key and depth == 1 and token == b'"id"':
-            value = _ID_VALUE.match(raw, match.end())
-            if value is None:
-                return None
-            try:
-                return str(json.loads(value.group(1)))
-            except ValueError:
-                return None
-    return None
-
-
-# -- connections another thread can cut ---------------------------------------------
-
-
-class _Tracker:
-    """The live connections of some pools, so another thread can cut them all.
-
-    Set ``refuse`` to make new connections fail too (after ``abort_posts()``).
-    """
-
-    def __init__(self, refuse: Optional[threading.Event] = None) -> None:
-        self.refuse = refuse
-        self._lock = threading.Lock()
-        self._conns: "weakref.WeakSet[Any]" = weakref.WeakSet()
-
-    def add(self, conn: Any) -> None:
-        with self._lock:
-            self._conns.add(conn)
-
-    def cut(self) -> None:
-        """Shut down every tracked socket: a thread blocked on it returns at once."""
-        with self._lock:
-            conns = list(self._conns)
-        for conn in conns:
-            for sock in (getattr(conn, "sock", None), getattr(conn, "connecting_sock", None)):
-                if sock is None:
-                    continue
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass  # already closed
-
-
-def _open_socket(conn: Any, tracker: _Tracker) -> socket.socket:
-    """urllib3's ``create_connection``, with the socket tracked before ``connect()``.
-
-    On Linux, shutting down a socket that is still connecting aborts the
-    connect, so a post stuck on an unresponsive platform is cut at once too.
-    """
-    host = getattr(conn, "_dns_host", conn.host)
-    if host.startswith("["):
-        host = host.strip("[]")
-    try:
-        infos = socket.getaddrinfo(host, conn.port, allowed_gai_family(), socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise NewConnectionError(conn, f"Failed to resolve '{conn.host}' ({exc})") from exc
-    error: Optional[OSError] = None
-    for family, kind, proto, _name, address in infos:
-        sock = socket.socket(family, kind, proto)
-        try:
-            for option in conn.socket_options or ():
-                sock.setsockopt(*option)
-            if conn.timeout is None or isinstance(conn.timeout, (int, float)):
-                sock.settimeout(conn.timeout)
-            if conn.source_address:
-                sock.bind(conn.source_address)
-            conn.connecting_sock = sock
-            tracker.add(conn)
-            if tracker.refuse is not None and tracker.refuse.is_set():
-                raise ConnectionAbortedError("posts were aborted (worker shutting down)")
-            sock.connect(address)
-            sys.audit("http.client.connect", conn, conn.host, conn.port)
-            return sock
-        except socket.timeout as exc:
-            sock.close()
-            raise ConnectTimeoutError(
-                conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
-            ) from exc
-        except OSError as exc:
-            sock.close()
-            error = exc
-        finally:
-            conn.connecting_sock = None
-    raise NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
-
-
-class _TrackedAdapter(HTTPAdapter):
-    """An adapter whose pools make connections a ``_Tracker`` can cut."""
-
-    def __init__(self, tracker: _Tracker, **kwargs: Any) -> None:
-        self._tracker = tracker
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        tracker = self._tracker
-
-        class TrackedHTTP(HTTPConnection):
-            connecting_sock: Optional[socket.socket] = None
-
-            def _new_conn(self) -> socket.socket:
-                return _open_socket(self, tracker)
-
-        class TrackedHTTPS(HTTPSConnection):
-            connecting_sock: Optional[socket.socket] = None
-
-            def _new_conn(self) -> socket.socket:
-                return _open_socket(self, tracker)
-
-        class HTTPPool(HTTPConnectionPool):
-            ConnectionCls = TrackedHTTP
-
-        class HTTPSPool(HTTPSConnectionPool):
-            ConnectionCls = TrackedHTTPS
-
-        self.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
 
 
 @dataclass(frozen=True)
@@ -513,24 +116,24 @@ class Transport:
     def __init__(self, config: Config, max_connections: int = 64) -> None:
         self.config = config
         self._posts_aborted = threading.Event()
-        self._fetch_conns = _Tracker()
-        self._post_conns = _Tracker(refuse=self._posts_aborted)
-        self.fetch = self._session(_TrackedAdapter(self._fetch_conns, max_retries=0, pool_maxsize=4))
+        self._fetch_conns = Tracker()
+        self._post_conns = Tracker(refuse=self._posts_aborted)
+        self.fetch = self._session(TrackedAdapter(self._fetch_conns, max_retries=0, pool_maxsize=4))
         self.result = self._session(
-            _TrackedAdapter(
+            TrackedAdapter(
                 self._post_conns,
                 max_retries=result_retry(config.result_deadline),
                 pool_maxsize=max_connections,
             )
         )
         self.stream = self._session(
-            _TrackedAdapter(
-                self._post_conns, max_retries=_retry(3, 0.2, 2.0), pool_maxsize=max_connections
+            TrackedAdapter(
+                self._post_conns, max_retries=retry_policy(3, 0.2, 2.0), pool_maxsize=max_connections
             )
         )
         self.best_effort = self._session(
-            _TrackedAdapter(
-                self._post_conns, max_retries=_retry(1, 0.2, 1.0), pool_maxsize=max_connections
+            TrackedAdapter(
+                self._post_conns, max_retries=retry_policy(1, 0.2, 1.0), pool_maxsize=max_connections
             )
         )
         self.heartbeat = self._session(HTTPAdapter(max_retries=0, pool_maxsize=1))
@@ -610,8 +213,8 @@ class Transport:
             pool = adapter.get_connection_with_tls_context(prepared, True, None, None)
         else:
             pool = adapter.get_connection(url, None)
-        adapter.cert_verify(pool, url, True, None)
-        return pool
+        adapter.cert_verify(pool, url, True, None)  # type: ignore[no-untyped-call]
+        return cast(HTTPConnectionPool, pool)
 
     def take_url(self, free: int, in_progress: bool) -> str:
         url = self.config.job_take_url or ""
@@ -846,7 +449,7 @@ class Transport:
                     detail = f"redirect to {response.headers.get('Location', '?')!r} not followed"
                     return Delivery(Outcome.REFUSED, status, detail, tries)
                 has_retry_after = bool(response.headers.get("Retry-After"))
-                settled = Outcome.REFUSED if _refused(status) else Outcome.FAILED
+                settled = Outcome.REFUSED if refused_status(status) else Outcome.FAILED
                 if not retry.is_retry("POST", status, has_retry_after):
                     return Delivery(settled, status, detail, tries)
                 try:
@@ -870,7 +473,7 @@ class Transport:
             if delay > 0:
                 self._posts_aborted.wait(delay)
 
-    def _answer_text(self, response: HTTPResponse) -> str:
+    def _answer_text(self, response: Any) -> str:  # urllib3 1.26 and 2 differ in its type
         """The start of an error answer, for the log, with the API key masked."""
         data = response.data or b""
         detail = data[:300].decode("utf-8", "replace")
