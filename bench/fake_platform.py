@@ -660,6 +660,9 @@ class Platform:
             "gen_final_not_stream": self.gen_final_not_stream,
             "wrong_samples": self.wrong_samples,
             "last_take_t": self.last_take_t,
+            # per-job arrival of the final result, for the few large-output jobs
+            "done_t_by_n": ({str(j.n): j.done_t for j in self.jobs.values() if j.done_t is not None}
+                            if self.kind == "bigout" else {}),
             "lat": {
                 "n": len(lats),
                 "p50": _pct(lats, 50), "p90": _pct(lats, 90), "p99": _pct(lats, 99),
