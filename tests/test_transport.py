@@ -370,6 +370,20 @@ def test_unreadable_bodies_never_raise(body: bytes, ids: List[str]) -> None:
     assert result.kind is (TakeKind.JOBS if ids or result.jobs else TakeKind.EMPTY)
 
 
+def test_salvage_stays_linear_on_a_body_cut_inside_an_escaped_string() -> None:
+    # 200,000 escaped quotes, cut before the string closes: a scanner that retried
+    # from every quote would run for hours (the test's timeout ends it).
+    body = b'[{"id": "ok", "input": 1}, {"id": "cut-1", "input": {"json": "' + b'\\"' * 200_000
+    result = read_take_body(body)
+    assert result.jobs == [{"id": "ok", "input": 1}]
+    assert [job_id for job_id, _ in result.malformed] == ["cut-1"]
+
+
+def test_the_id_is_found_after_a_large_string() -> None:
+    body = b'{"input": {"image": "' + b"QUJD" * (2 << 20) + b'"}, "id": "after-8mb", "x": ' + deep(5000) + b"}"
+    assert [job_id for job_id, _ in read_take_body(body).malformed] == ["after-8mb"]
+
+
 # -- job take: URL shape ---------------------------------------------------------
 
 

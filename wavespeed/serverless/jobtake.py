@@ -43,10 +43,16 @@ def _sort_item(item: Any, result: TakeResult) -> None:
     result.jobs.append(item)
 
 
-# A JSON string (unrolled, so a long one is one fast match), or one structural byte.
-_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{},:]')
+# A JSON string, or one structural byte. The string is unrolled (one fast
+# match however long) and may end at the end of the input: a truncated body's
+# last string is one token, so the scan stays linear.
+_TOKEN = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)|[\[\]{},:]', re.DOTALL)
 # After an "id" key: its value, a string or an integer, bounded.
-_ID_VALUE = re.compile(rb'\s*:\s*("(?:[^"\\]|\\.){1,1024}"|-?\d{1,64})\s*[,}]')
+_ID_VALUE = re.compile(rb'\s*:\s*("(?:[^"\\]|\\.){1,1024}"|-?\d{1,64})\s*[,}]', re.DOTALL)
+_OPEN, _CLOSE = frozenset(b"[{"), frozenset(b"]}")
+_COMMA, _COLON = ord(","), ord(":")
+# A body this many tokens long is not scanned further (a bound on the work).
+_MAX_TOKENS = 2_000_000
 
 
 def read_take_body(raw: bytes) -> TakeResult:
@@ -101,20 +107,22 @@ def _element_spans(raw: bytes) -> List[Tuple[int, int]]:
     """The byte spans of a top-level JSON list's elements (a truncated list too)."""
     spans: List[Tuple[int, int]] = []
     depth, start = 0, -1
-    for match in _TOKEN.finditer(raw):
-        token = match.group()
-        if token in (b"[", b"{"):
+    for count, match in enumerate(_TOKEN.finditer(raw)):
+        first = raw[match.start()]
+        if first in _OPEN:
             depth += 1
             if depth == 1:
                 start = match.end()
-        elif token in (b"]", b"}"):
+        elif first in _CLOSE:
             if depth == 1 and start >= 0:
                 spans.append((start, match.start()))
                 return spans
             depth -= 1
-        elif token == b"," and depth == 1:
+        elif first == _COMMA and depth == 1:
             spans.append((start, match.start()))
             start = match.end()
+        if count >= _MAX_TOKENS:
+            break
     if depth >= 1 and start >= 0:
         spans.append((start, len(raw)))
     return [(s, e) for s, e in spans if raw[s:e].strip()]
@@ -124,20 +132,20 @@ def _object_id(raw: bytes) -> Optional[str]:
     """The ``"id"`` of a JSON object's top level, read without parsing the rest."""
     depth = 0
     expect_key = False
-    for match in _TOKEN.finditer(raw):
-        token = match.group()
-        if token in (b"[", b"{"):
+    for count, match in enumerate(_TOKEN.finditer(raw)):
+        first = raw[match.start()]
+        if first in _OPEN:
             depth += 1
-            expect_key = depth == 1 and token == b"{"
-        elif token in (b"]", b"}"):
+            expect_key = depth == 1 and first == ord("{")
+        elif first in _CLOSE:
             depth -= 1
             if depth <= 0:
                 return None
-        elif token == b"," and depth == 1:
-            expect_key = True
-        elif token == b":":
+        elif first == _COMMA:
+            expect_key = depth == 1
+        elif first == _COLON:
             expect_key = False
-        elif expect_key and depth == 1 and token == b'"id"':
+        elif expect_key and depth == 1 and match.end() - match.start() == 4 and match.group() == b'"id"':
             value = _ID_VALUE.match(raw, match.end())
             if value is None:
                 return None
@@ -145,4 +153,6 @@ def _object_id(raw: bytes) -> Optional[str]:
                 return str(json.loads(value.group(1)))
             except ValueError:
                 return None
+        if count >= _MAX_TOKENS:
+            break
     return None
