@@ -3,7 +3,7 @@ Retry-After, retry policies and short texts for network errors."""
 
 import email.utils
 import time
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 from urllib.parse import quote, urlencode
 
 from urllib3.util.retry import Retry
@@ -96,7 +96,14 @@ def result_retry(deadline: float) -> Retry:
 
 
 def retry_policy(total: int, backoff_factor: float, backoff_max: float) -> Retry:
-    retry = Retry(
+    """A retry policy: ``total`` tries of each kind, exponential backoff up to ``backoff_max``.
+
+    urllib3 2 takes ``backoff_max``; urllib3 1.26 only reads the class attribute
+    ``DEFAULT_BACKOFF_MAX`` (an instance attribute is lost at each increment),
+    so the cap also rides on a subclass, which ``Retry.new()`` preserves.
+    """
+    capped = type("CappedRetry", (Retry,), {"DEFAULT_BACKOFF_MAX": backoff_max})
+    options: Dict[str, Any] = dict(
         total=total,
         connect=total,
         read=total,
@@ -109,11 +116,10 @@ def retry_policy(total: int, backoff_factor: float, backoff_max: float) -> Retry
         raise_on_status=False,
         raise_on_redirect=False,
     )
-    if hasattr(Retry, "DEFAULT_BACKOFF_MAX"):  # urllib3 1.26 and 2.x
-        try:
-            retry.backoff_max = backoff_max
-        except AttributeError:
-            pass
+    try:
+        retry: Retry = capped(backoff_max=backoff_max, **options)
+    except TypeError:  # urllib3 1.26: no backoff_max argument
+        retry = capped(**options)
     return retry
 
 
