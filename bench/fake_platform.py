@@ -20,12 +20,19 @@ request as soon as one is loaded; "204" answers at once, as Waverless does.
 
 The bench drives it through control routes on the same port:
 
-    POST /_ctl/reset  {"mode": "longpoll"|"204", "hold": s, "limit": c}
-    POST /_ctl/load   {"kind": "echo"|"big"|"gen", "n": N, "chunks": 10,
+    POST /_ctl/reset  {"mode": "longpoll"|"204", "hold": s, "limit": c,
+                       "stream_delay": s}
+    POST /_ctl/load   {"kind": "echo"|"big"|"gen"|"bigout", "n": N, "chunks": 10,
                        "blob": bytes, "prefix": "..."}
     GET  /_ctl/progress   small JSON: counts and first/last times
     GET  /_ctl/stats      full JSON: counts, latencies, checks
+    POST /_ctl/sink       reads the body and answers 200 (the bare-POST reference)
     POST /_ctl/quit
+
+"stream_delay" holds each job-stream answer that long (a slow platform);
+the held connection's later requests wait behind it, as on a real server.
+Kind "bigout" asks each job for an output string of "blob" bytes (the
+handler returns it); the platform checks its length and its first 8 bytes.
 
 All times are time.monotonic() (CLOCK_MONOTONIC, comparable across the
 processes of this machine).  Run: python bench/fake_platform.py [--port P]; it
@@ -114,7 +121,13 @@ class Platform:
                 if conn.parked == token and not conn.closed:
                     conn.parked = None
                     self.send(conn, R204)
+        for (_dl, conn, token) in getattr(self, "delayed", ()):
+            if conn.parked == token and not conn.closed:
+                conn.parked = None
+                self.send(conn, R200_EMPTY)
         self.mode = cfg.get("mode", "longpoll")
+        self.stream_delay = float(cfg.get("stream_delay", 0.0))
+        self.delayed = deque()  # (deadline, conn, token): stream answers held back
         self.hold = float(cfg.get("hold", 60.0))
         self.limit = int(cfg.get("limit", 1))
         self.kind = "echo"
@@ -170,6 +183,9 @@ class Platform:
             jid = "%s-%d" % (prefix, i)
             if self.kind == "big":
                 payload = None
+            elif self.kind == "bigout":
+                self.blob_len = int(cfg.get("blob", 20 << 20))
+                payload = b'{"id":"%s","input":{"n":%d,"size":%d}}' % (jid.encode(), i, self.blob_len)
             else:
                 payload = b'{"id":"%s","input":{"n":%d}}' % (jid.encode(), i)
             job = Job(jid, i, payload)
@@ -195,6 +211,8 @@ class Platform:
                 timeout = min(timeout, max(0.0, self.held_takes[0][0] - t))
             if self.held_stops:
                 timeout = min(timeout, max(0.0, self.held_stops[0][0] - t))
+            if self.delayed:
+                timeout = min(timeout, max(0.0, self.delayed[0][0] - t))
             events = sel.select(timeout)
             for key, mask in events:
                 conn = key.data
@@ -208,6 +226,8 @@ class Platform:
             t = now()
             if self.held_takes or self.held_stops:
                 self.expire(t)
+            if self.delayed:
+                self.release_delayed(t)
             if t >= next_check:
                 next_check = t + 0.5
                 if os.getppid() != self.parent:
@@ -488,6 +508,17 @@ class Platform:
                     self.take_empty += 1
                 self.send(conn, R204)
 
+    def release_delayed(self, t):
+        # One fixed delay for every stream answer: the deque is in deadline order.
+        while self.delayed and self.delayed[0][0] <= t:
+            _dl, conn, token = self.delayed.popleft()
+            if conn.closed or conn.parked != token:
+                continue
+            conn.parked = None
+            self.send(conn, R200_EMPTY)
+            if conn.inbuf and not conn.closed:
+                self.parse(conn)  # a request queued behind the held one
+
     # --------------------------------------------------------------- results
     def _wrong(self, job, why):
         self.wrong += 1
@@ -532,6 +563,11 @@ class Platform:
         elif kind == "big":
             if d.get("output") != {"n": job.n + 1, "len": self.blob_len}:
                 return self._wrong(job, "output %r" % (d.get("output"),))
+        elif kind == "bigout":
+            out = d.get("output")
+            if not isinstance(out, str) or len(out) != self.blob_len or out[:8] != "%08d" % job.n:
+                return self._wrong(job, "output %r... (%s chars)" % (
+                    str(out)[:40], len(out) if isinstance(out, str) else "-"))
         elif kind == "gen":
             job.final_is_stream = self.qparam(query, b"isStream") == b"true"
             if not job.final_is_stream:
@@ -545,7 +581,12 @@ class Platform:
         job.ok = True
 
     def on_stream(self, conn, jid, body):
-        self.send(conn, R200_EMPTY)
+        if self.stream_delay > 0:
+            self.token += 1
+            conn.parked = self.token
+            self.delayed.append((now() + self.stream_delay, conn, self.token))
+        else:
+            self.send(conn, R200_EMPTY)
         self.stream_posts += 1
         job = self.jobs.get(jid)
         if job is None or job.chunks is None:
@@ -581,6 +622,8 @@ class Platform:
             return self.send_json(conn, json.dumps(self.progress()).encode())
         if name == "stats":
             return self.send_json(conn, json.dumps(self.stats()).encode())
+        if name == "sink":
+            return self.send(conn, R200_EMPTY)
         if name == "quit":
             self.running = False
             return self.send_json(conn, b'{"ok":true}')
@@ -617,6 +660,9 @@ class Platform:
             "gen_final_not_stream": self.gen_final_not_stream,
             "wrong_samples": self.wrong_samples,
             "last_take_t": self.last_take_t,
+            # per-job arrival of the final result, for the few large-output jobs
+            "done_t_by_n": ({str(j.n): j.done_t for j in self.jobs.values() if j.done_t is not None}
+                            if self.kind == "bigout" else {}),
             "lat": {
                 "n": len(lats),
                 "p50": _pct(lats, 50), "p90": _pct(lats, 90), "p99": _pct(lats, 99),

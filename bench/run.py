@@ -2,7 +2,7 @@
 """Benchmark: our worker SDK against runpod 1.12.0 and wavespeed 1.0.14.
 
     python bench/run.py [--quick] [--sdk ours,runpod,wavespeed]
-                        [--scenario cold,trivial1,...] [--check]
+                        [--scenario cold,trivial1,...] [--reps N] [--check]
 
 Each SDK runs as a subprocess worker (its own virtualenv, see peers.py)
 against bench/fake_platform.py, a fast fake platform on 127.0.0.1 that serves
@@ -176,8 +176,9 @@ class PlatformProc:
         st = _read_stat(self.proc.pid)
         return st["cpu"] if st else 0.0
 
-    def reset(self, mode="longpoll", hold=60.0, limit=1):
-        self.ctl.json("POST", "/_ctl/reset", {"mode": mode, "hold": hold, "limit": limit})
+    def reset(self, mode="longpoll", hold=60.0, limit=1, stream_delay=0.0):
+        self.ctl.json("POST", "/_ctl/reset", {"mode": mode, "hold": hold, "limit": limit,
+                                              "stream_delay": stream_delay})
 
     def load(self, **spec):
         self.ctl.json("POST", "/_ctl/load", spec)
@@ -328,12 +329,126 @@ def scenario_specs(quick):
              n=50 if q else 200, conc=1, work=0.0, cap=8 if q else 15, blob=1 << 20),
         dict(key="soak", title="8. 20,000 trivial jobs, c=8", script="noop.py", kind="echo",
              n=3000 if q else 20000, conc=8, work=0.0, cap=20 if q else 60),
+        dict(key="cpu20", title="9. pure-Python 20 ms CPU handler, c=1", script="cpu.py",
+             kind="echo", n=200, conc=1, work=0.02, cap=10 if q else 15),
+        dict(key="bigout", title="10. one 20 MB string output, c=1", script="big_out.py",
+             kind="bigout", n=3 if q else 5, conc=1, work=0.0, cap=10 if q else 15,
+             blob=20 << 20, peak=True),
+        dict(key="stream20", title="11. 50 chunks every 20 ms, 20 ms per stream POST, c=1",
+             script="gen.py", kind="gen", n=3 if q else 5, conc=1, work=0.98,
+             cap=15 if q else 25, chunks=50, chunk_sleep=0.02, stream_delay=0.02),
     ]
     return {s["key"]: s for s in specs}
 
 
 ALL_SCENARIOS = ["cold", "trivial1", "trivial8", "sleep1", "sleep16", "async16",
-                 "gen4", "agen4", "big", "idle", "soak"]
+                 "gen4", "agen4", "big", "cpu20", "bigout", "stream20", "idle", "soak"]
+
+# Scenarios measured `reps` times for ours (medians); each run is under 10 s.
+REPEATED = ("trivial1", "trivial8", "sleep16", "async16", "gen4", "agen4", "cpu20", "bigout")
+
+
+def proc_status(pid, field):
+    """A kB field of /proc/<pid>/status (VmRSS, VmHWM) in bytes, or None."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss(pid):
+    """Restart the process's peak-RSS count (VmHWM) from its current RSS."""
+    try:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def run_ours_python(ctx, args, timeout=120):
+    """Run a bench helper with our interpreter; return its JSON line."""
+    sdk = peers.SDKS["ours"]
+    r = subprocess.run([sdk.python] + [str(a) for a in args], env=peers.base_env(sdk),
+                       cwd=str(ctx.cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout, preexec_fn=_child_setup)
+    if r.returncode != 0:
+        raise RuntimeError("%s: %s" % (args[:2], r.stderr.decode()[-1000:]))
+    return json.loads(r.stdout.decode().strip().splitlines()[-1])
+
+
+def run_limit(ctx, n):
+    """The stack limit: a bare single-thread take + done loop through a urllib3
+    pool, against the same platform, in the same run (bench/limit.py)."""
+    plat = ctx.platform
+    plat.reset(mode=ctx.args.take_mode, hold=60.0, limit=1)
+    plat.load(kind="echo", n=n, prefix="limit")
+    out = run_ours_python(ctx, [HERE / "limit.py", "loop", plat.port, n])
+    st = plat.stats()
+    if st["done"] != n or st["wrong"] or st["dup"]:
+        raise RuntimeError("the stack-limit loop got %r" % {k: st[k] for k in ("done", "wrong", "dup")})
+    wall = st["last_done_t"] - st["first_job_t"]
+    return {"jobs_per_s": n / wall, "wall_s": wall, "cpu_ms_per_job": out["cpu_s"] * 1000 / n}
+
+
+def cpu_iters(ctx):
+    """Iterations of bench/handlers/cpu.py's burn() that take 20 ms here."""
+    if getattr(ctx, "cpu_iters", None) is None:
+        sdk = peers.SDKS["ours"]
+        r = subprocess.run([sdk.python, str(HANDLERS / "cpu.py"), "--calibrate", "0.02"],
+                           env=peers.base_env(sdk), stdout=subprocess.PIPE, timeout=60, check=True)
+        ctx.cpu_iters = int(r.stdout.decode().strip())
+    return ctx.cpu_iters
+
+
+def run_scenario(ctx, sdk, sc):
+    """A job scenario, with its same-run references; ours runs `reps` times
+    (REPEATED scenarios) and the median run by jobs/s is kept."""
+    reps = ctx.args.reps if (sdk.name == "ours" and sc["key"] in REPEATED) else 1
+    runs = []
+    for _ in range(reps):
+        ref = {}
+        if sc["key"] == "trivial1":
+            ref["limit"] = run_limit(ctx, sc["n"])
+        elif sc["key"] == "cpu20":
+            env = dict(peers.base_env(peers.SDKS["ours"]), BENCH_CPU_ITERS=str(cpu_iters(ctx)))
+            r = subprocess.run([peers.SDKS["ours"].python, str(HANDLERS / "cpu.py"), "--bare",
+                                str(sc["n"])], env=env, stdout=subprocess.PIPE, timeout=120,
+                               check=True)
+            ref["bare"] = json.loads(r.stdout.decode())
+        elif sc["key"] == "bigout":
+            ref["bare_post"] = run_ours_python(ctx, [HERE / "limit.py", "post", ctx.platform.port,
+                                                     sc["blob"], 3])
+        res = run_jobs(ctx, sdk, sc)
+        if "limit" in ref:
+            res["limit_jobs_per_s"] = ref["limit"]["jobs_per_s"]
+            res["limit_cpu_ms_per_job"] = ref["limit"]["cpu_ms_per_job"]
+            res["pct_of_limit"] = 100.0 * res["jobs_per_s"] / ref["limit"]["jobs_per_s"]
+        if "bare" in ref:
+            res["bare_s"] = ref["bare"]["seconds"]
+            res["pct_of_bare"] = (100.0 * ref["bare"]["seconds"] / res["wall_s"]) if res.get("wall_s") else None
+        if "bare_post" in ref:
+            res["bare_post_ms"] = ref["bare_post"]["seconds"] * 1000
+            post = res.get("post_ms")
+            res["post_vs_bare"] = (post / res["bare_post_ms"]) if post else None
+        runs.append(res)
+        if res.get("status") != "complete":
+            break
+    if len(runs) == 1:
+        return runs[0]
+    runs.sort(key=lambda r: r.get("jobs_per_s") or 0.0)
+    chosen = dict(runs[len(runs) // 2])
+    chosen["reps"] = len(runs)
+    chosen["reps_jobs_per_s"] = [r.get("jobs_per_s") for r in runs]
+    for key in ("pct_of_limit", "pct_of_bare", "cpu_ms_per_job", "post_vs_bare", "peak_rss_growth_mb"):
+        vals = sorted(r[key] for r in runs if r.get(key) is not None)
+        if vals:
+            chosen[key] = vals[len(vals) // 2]
+    return chosen
 
 
 def run_jobs(ctx, sdk, sc):
@@ -344,10 +459,15 @@ def run_jobs(ctx, sdk, sc):
     stall = 4.0  # seconds without a result -> stalled
     n = sc["n"]
     plat = ctx.platform
-    plat.reset(mode=ctx.args.take_mode, hold=60.0, limit=sc["conc"])
+    plat.reset(mode=ctx.args.take_mode, hold=60.0, limit=sc["conc"],
+               stream_delay=sc.get("stream_delay", 0.0))
     env = {}
     if sc["kind"] == "gen":
         env["BENCH_CHUNKS"] = str(sc["chunks"])
+        if sc.get("chunk_sleep"):
+            env["BENCH_CHUNK_SLEEP"] = str(sc["chunk_sleep"])
+    if sc["key"] == "cpu20":
+        env["BENCH_CPU_ITERS"] = str(cpu_iters(ctx))
     w = Worker(ctx, sdk, sc["script"], sc["conc"], env, tag="-" + sc["key"]).start()
     res = {"n": n, "conc": sc["conc"]}
     try:
@@ -361,6 +481,12 @@ def run_jobs(ctx, sdk, sc):
             load["chunks"] = sc["chunks"]
         if "blob" in sc:
             load["blob"] = sc["blob"]
+        peak_reset = False
+        if sc.get("peak"):
+            # The peak RSS of the main process (where every SDK runs its
+            # handlers) from here on, against its RSS now.
+            peak_reset = reset_peak_rss(w.proc.pid)
+            rss_before_jobs = proc_status(w.proc.pid, "VmRSS")
         plat.load(**load)
         t_load = mono()
         last_done, last_change = 0, t_load
@@ -396,6 +522,10 @@ def run_jobs(ctx, sdk, sc):
                 status = "too slow"
                 break
         end = w.usage()
+        if sc.get("peak"):
+            hwm = proc_status(w.proc.pid, "VmHWM")
+            if peak_reset and hwm is not None and rss_before_jobs is not None:
+                res["peak_rss_growth_mb"] = (hwm - rss_before_jobs) / MB
         plat_cpu = plat.cpu() - plat_cpu0
         peak_rss = max(peak_rss, end["rss"])
         if status == "complete":
@@ -403,6 +533,8 @@ def run_jobs(ctx, sdk, sc):
         st = plat.stats()
     finally:
         res["leftover_procs"] = w.kill()
+    if sc["kind"] == "bigout":
+        res["post_ms"] = _post_ms(w.log_path, st.get("done_t_by_n") or {})
     done = st["done"]
     first = st["first_job_t"] or t_load
     res.update({
@@ -450,6 +582,22 @@ def run_jobs(ctx, sdk, sc):
     res["ideal_s"] = ideal or None
     res["wall_vs_ideal"] = (wall / ideal) if (wall and ideal) else None
     return res
+
+
+def _post_ms(log_path, done_t_by_n):
+    """Median ms from a handler's return (its BENCH_RETURN line) to the
+    platform having the whole result, over the jobs of the run."""
+    returned = {}
+    try:
+        with open(log_path, "rb") as f:
+            for line in f:
+                if line.startswith(b"BENCH_RETURN "):
+                    _tag, n, t = line.split()
+                    returned[n.decode()] = float(t)
+    except OSError:
+        return None
+    posts = sorted((done_t_by_n[n] - t) * 1000 for n, t in returned.items() if n in done_t_by_n)
+    return posts[len(posts) // 2] if posts else None
 
 
 def run_cold(ctx, sdk):
@@ -594,7 +742,8 @@ def _fig_rows(spec):
     """(scenario key, label, getter(result) -> (value, mark), fmt, bar) rows."""
     rows = []
 
-    def jobs(key, label, bar_rate=None, bar_p50=None, bar_wall=None, wall=False, gen=False):
+    def jobs(key, label, bar_rate=None, bar_p50=None, bar_wall=None, wall=False, gen=False,
+             bar_cpu=None):
         def g(name):
             def get(r):
                 v = r.get(name)
@@ -624,24 +773,48 @@ def _fig_rows(spec):
             rows.append((key, "%s: chunks in order" % label,
                          lambda r: ("%d/%d" % (r.get("chunks_total", 0), r.get("chunks_expected", 0)), ""), "str", None))
         rows.append((key, "%s: lost/dup/wrong" % label, lost, "str", None))
-        rows.append((key, "%s: CPU ms/job" % label, lambda r: (r.get("cpu_ms_per_job"), ""), "ms", None))
+        rows.append((key, "%s: CPU ms/job" % label, lambda r: (r.get("cpu_ms_per_job"), ""), "ms",
+                     ("<=", bar_cpu) if bar_cpu else None))
         rows.append((key, "%s: RSS end MB" % label, lambda r: (r.get("rss_end_mb"), ""), "mb", None))
         rows.append((key, "%s: platform CPU %%" % label, lambda r: (r.get("platform_cpu_pct"), ""), "pct", None))
 
-    jobs("trivial1", "trivial c=1", bar_rate=300, bar_p50=0.8)
+    def val(name, mark_key=None):
+        # mark_key: the flag that says the figure comes from an extrapolated run
+        return lambda r: (r.get(name), "~" if mark_key and r.get(mark_key) else "")
+
+    jobs("trivial1", "trivial c=1", bar_rate=300, bar_p50=0.8, bar_cpu=0.6)
+    rows += [
+        ("trivial1", "trivial c=1: stack-limit loop jobs/s (ref)", val("limit_jobs_per_s"), "rate", None),
+        ("trivial1", "trivial c=1: stack-limit loop CPU ms/job (ref)", val("limit_cpu_ms_per_job"), "ms", None),
+        ("trivial1", "trivial c=1: % of the stack limit", val("pct_of_limit", "extrapolated"), "pct", (">=", 85)),
+    ]
     jobs("trivial8", "trivial c=8", bar_rate=600)
+    rows.append(("trivial8", "trivial c=8: jobs/s vs c=1", val("vs_c1", "extrapolated_vs_c1"), "rate", (">=", 1.5)))
     jobs("sleep1", "sleep50ms c=1", wall=True)
-    jobs("sleep16", "sleep50ms c=16", bar_wall=1.45, wall=True)
-    jobs("async16", "async50ms c=16", bar_wall=0.8, wall=True)
-    jobs("gen4", "sync gen c=4", bar_wall=2.0, wall=True, gen=True)
+    jobs("sleep16", "sleep50ms c=16", bar_wall=1.35, wall=True)
+    jobs("async16", "async50ms c=16", bar_wall=0.70, wall=True)
+    jobs("gen4", "sync gen c=4", bar_wall=2.0, wall=True, gen=True, bar_cpu=3.0)
     jobs("agen4", "async gen c=4", wall=True, gen=True)
     jobs("big", "1MB input c=1", wall=True)
+    jobs("cpu20", "cpu20ms c=1", wall=True)
+    rows += [
+        ("cpu20", "cpu20ms c=1: bare loop s (ref)", val("bare_s"), "s", None),
+        ("cpu20", "cpu20ms c=1: % of the bare loop", val("pct_of_bare", "extrapolated"), "pct", (">=", 97)),
+    ]
+    jobs("bigout", "20MB output c=1")
+    rows += [
+        ("bigout", "20MB output: peak RSS growth MB", val("peak_rss_growth_mb"), "mb", ("<=", 60)),
+        ("bigout", "20MB output: handler return -> posted ms", val("post_ms"), "ms", None),
+        ("bigout", "20MB output: bare urllib3 POST ms (ref)", val("bare_post_ms"), "ms", None),
+        ("bigout", "20MB output: post / bare POST", val("post_vs_bare"), "rate", ("<=", 2)),
+    ]
+    jobs("stream20", "stream 50x20ms, 20ms POST", wall=True, gen=True)
     rows += [
         ("cold", "cold: python -c 'import X' s", lambda r: (r.get("import_wall_s"), ""), "s", ("<=", 0.25)),
         ("cold", "cold: bare python -c pass s", lambda r: (r.get("python_bare_s"), ""), "s", None),
         ("cold", "cold: import (in process) s", lambda r: (r.get("import_inproc_s"), ""), "s", None),
         ("cold", "cold: RSS after import MB", lambda r: (r.get("rss_after_import_mb"), ""), "mb", ("<=", 32)),
-        ("cold", "cold: start -> first take s", lambda r: (r.get("to_first_job_s"), ""), "s", None),
+        ("cold", "cold: start -> first take s", lambda r: (r.get("to_first_job_s"), ""), "s", ("<=", 0.15)),
         ("cold", "cold: start -> first done s", lambda r: (r.get("to_first_done_s"), ""), "s", None),
         ("cold", "cold: worker RSS MB (procs)",
          lambda r: ("%.1f (%d)" % (r["rss_mb"], r["procs"]) if "rss_mb" in r else None, ""), "str", None),
@@ -735,8 +908,12 @@ def main(argv=None):
                          "(RunPod) or 204 at once (Waverless); default longpoll")
     ap.add_argument("--no-capacity", action="store_true", help="skip the platform capacity check")
     ap.add_argument("--check", action="store_true", help="exit 1 when ours misses a bar")
+    ap.add_argument("--reps", type=int, help="runs of each short scenario for ours, median kept "
+                    "(default 3; 1 with --quick)")
     ap.add_argument("--out", help="JSON output path (default bench/results/<timestamp>.json)")
     args = ap.parse_args(argv)
+    if args.reps is None:
+        args.reps = 1 if args.quick else 3
 
     names = (args.sdk or ("ours,runpod" if args.quick else "ours,runpod,wavespeed")).split(",")
     for n in names:
@@ -821,7 +998,7 @@ def main(argv=None):
                                 r["longpoll"]["req_per_s"], r["longpoll"]["cpu_pct"],
                                 _fmt(_term(r["longpoll"])[0], "s"), _fmt(_term(r["204"])[0], "s")))
                     else:
-                        r = run_jobs(ctx, sdk, spec[key])
+                        r = run_scenario(ctx, sdk, spec[key])
                         log("%s %s: %s %d/%d, %s%.1f jobs/s, p50 %s ms, lost/dup/wrong %s/%d/%d, %.1f s"
                             % (key, sdk.name, r["status"], r["done"], r["n"],
                                "~" if r["extrapolated"] else "", r["jobs_per_s"],
@@ -846,6 +1023,11 @@ def main(argv=None):
         if ctx.platform is not None:
             ctx.platform.stop()
 
+    for res in out["results"].values():
+        c1, c8 = res.get("trivial1") or {}, res.get("trivial8") or {}
+        if c1.get("jobs_per_s") and c8.get("jobs_per_s"):
+            c8["vs_c1"] = c8["jobs_per_s"] / c1["jobs_per_s"]
+            c8["extrapolated_vs_c1"] = bool(c1.get("extrapolated") or c8.get("extrapolated"))
     out["bench_seconds"] = mono() - t_start
     table, rows = render_table(out["results"], sdks, spec)
     out["table"] = table

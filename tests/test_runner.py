@@ -327,10 +327,8 @@ def test_handler_raising_is_an_error_result(
     [
         (b"raw", "bytes"),
         ({"tags": {1, 2}}, "set"),
-        ({"score": float("nan")}, "NaN"),
-        ([float("inf")], "Infinity"),
     ],
-    ids=["bytes", "set", "nan", "inf"],
+    ids=["bytes", "set"],
 )
 def test_non_json_output_is_a_failed_result(value: Any, type_name: str, loops: ThreadLoops) -> None:
     result, _ = run(lambda job: value, loops)

@@ -9,12 +9,15 @@ before it is encoded.
 """
 
 import contextvars
+import io
 import json
+import math
 import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple
+from json.encoder import encode_basestring
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from .. import RUNPOD_VERSION, __version__
 from .errors import OutputNotSerializable
@@ -174,17 +177,145 @@ def error_payload(
 def encode(body: Any) -> bytes:
     """JSON-encode a body once; raise OutputNotSerializable when it cannot be.
 
-    Non-ASCII text is kept as UTF-8. NaN and Infinity are refused: they are
-    not JSON and the platforms' parsers reject them.
+    Non-ASCII text is kept as UTF-8. NaN and Infinity, which are not JSON,
+    become ``null`` (issue 12): the fast strict encoder runs first and only a
+    body that holds one pays for a sanitized copy. A body holding a large
+    string (a base64 image) is written into one buffer of its final size
+    (see ``_encode_large``), so the peak memory is the string plus the
+    payload, not three copies of it.
     """
     try:
-        return json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
-            "utf-8"
-        )
+        try:
+            return _encode(body)
+        except ValueError as exc:
+            if _NON_FINITE not in str(exc):
+                raise
+        return _encode(_finite(body))
     except (TypeError, ValueError, RecursionError) as exc:
         raise OutputNotSerializable(
             f"the handler's output cannot be sent as JSON: {exc}", _culprit(body)
         ) from None
+
+
+# The message of the ValueError both json encoders raise for NaN and Infinity.
+_NON_FINITE = "Out of range float values"
+# A str this long is copied into the payload in 256 KB slices instead of through
+# json.dumps (which makes two whole copies of it before the UTF-8 one).
+_LARGE = 1 << 20
+_SLICE = 1 << 18
+# Large strings are looked for this deep and in containers this small only:
+# the look must stay free for ordinary bodies.
+_LARGE_DEPTH = 3
+_LARGE_ITEMS = 32
+# The bytes json escapes in a string (ensure_ascii=False): controls, '"' and '\\'.
+_ESCAPED = bytes(range(0x20)) + b'"\\'
+
+
+# One encoder, built once: json.dumps() builds a new one per call when given options.
+# It holds only its settings, so threads share it safely.
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def _encode(body: Any) -> bytes:
+    if _holds_large(body, 0):
+        return _encode_large(body)
+    return _dumps(body).encode("utf-8")
+
+
+def _holds_large(value: Any, depth: int) -> bool:
+    """Whether a large str sits near the top of ``value`` (exact types only).
+
+    Plain loops, not generators: this runs for every body posted.
+    """
+    kind = type(value)
+    if kind is str:
+        return len(value) >= _LARGE
+    if depth >= _LARGE_DEPTH:
+        return False
+    if kind is dict:
+        if len(value) > _LARGE_ITEMS:
+            return False
+        found = False
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            if not found and _holds_large(item, depth + 1):
+                found = True
+        return found
+    if kind is list or kind is tuple:
+        if len(value) > _LARGE_ITEMS:
+            return False
+        for item in value:
+            if _holds_large(item, depth + 1):
+                return True
+    return False
+
+
+def _encode_large(body: Any) -> bytes:
+    """The same bytes as ``_dumps(body).encode()``, without whole-size temporaries.
+
+    The JSON around the large strings is encoded as usual; each large string
+    is then copied into a buffer allocated once at the payload's final size,
+    256 KB at a time (escaped only where a slice needs it). ``BytesIO.getvalue()``
+    hands that buffer over without copying it (CPython).
+    """
+    pieces: List[Union[bytes, str]] = []  # JSON text, or a large string to quote
+    _flatten(body, pieces, 0)
+    size = sum(len(piece) + 2 if isinstance(piece, str) else len(piece) for piece in pieces)
+    out = io.BytesIO()
+    out.seek(size - 1)
+    out.write(b"\0")  # sizes the buffer once; escapes or UTF-8 can only grow it
+    out.seek(0)
+    for piece in pieces:
+        if isinstance(piece, str):
+            _write_string(piece, out)
+        else:
+            out.write(piece)
+    out.truncate()
+    return out.getvalue()
+
+
+def _flatten(value: Any, pieces: List[Union[bytes, str]], depth: int) -> None:
+    kind = type(value)
+    if kind is str and len(value) >= _LARGE:
+        pieces.append(value)
+    elif kind is dict and _holds_large(value, depth):
+        pieces.append(b"{")
+        for index, (key, item) in enumerate(value.items()):
+            pieces.append(b"%s%s:" % (b"," if index else b"", _dumps(key).encode("utf-8")))
+            _flatten(item, pieces, depth + 1)
+        pieces.append(b"}")
+    elif (kind is list or kind is tuple) and _holds_large(value, depth):
+        pieces.append(b"[")
+        for index, item in enumerate(value):
+            if index:
+                pieces.append(b",")
+            _flatten(item, pieces, depth + 1)
+        pieces.append(b"]")
+    else:
+        pieces.append(_dumps(value).encode("utf-8"))
+
+
+def _write_string(text: str, out: "io.BytesIO") -> None:
+    out.write(b'"')
+    for start in range(0, len(text), _SLICE):
+        part = text[start : start + _SLICE]
+        data = part.encode("utf-8")  # a lone surrogate fails here, as in json.dumps().encode()
+        if len(data.translate(None, _ESCAPED)) != len(data):
+            data = encode_basestring(part)[1:-1].encode("utf-8")
+        out.write(data)
+    out.write(b'"')
+
+
+def _finite(value: Any) -> Any:
+    """A copy of ``value`` with every NaN and Infinity (keys too) as None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_finite(key): _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
 
 
 def _culprit(value: Any, depth: int = 0) -> str:

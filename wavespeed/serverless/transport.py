@@ -1,248 +1,157 @@
-"""Everything the worker says to the platform, over pooled ``requests`` sessions.
+"""Everything the worker says to the platform.
 
-Four sessions, each with its own retry policy as a urllib3 ``Retry`` value:
+Five ``requests`` sessions own the connection pools, each with its retry
+policy as a urllib3 ``Retry`` value on its adapter:
 
-- ``fetch``: job-take and job-stop. No retries here: the fetcher owns the
-  backoff. Its connections are tracked so ``abort_fetch()`` can cut an open
-  long-poll at shutdown instead of waiting up to 90 s for it.
-- ``result``: final results. POST is retried on connection errors, read
-  errors, 429 and 5xx with exponential backoff until the result deadline.
+- ``fetch``: job-take and job-stop. No retries: the fetcher owns the backoff.
+  ``abort_fetch()`` cuts an open long-poll at shutdown instead of waiting up
+  to 90 s for it.
+- ``result``: final results, retried on connection errors, read errors, 429
+  and 5xx with exponential backoff, within a wall-clock deadline.
 - ``stream``: generator chunks, a few retries.
-- ``best_effort``: progress updates and pings; failures are only logged.
+- ``best_effort``: progress updates, one retry.
+- ``heartbeat``: pings, no retries.
 
-Sessions are never mutated after construction: the per-job headers
-(``X-Request-ID``) go on each request.
+The hot path (job-take, job-done, stream chunks, progress) does not go
+through ``requests``: it calls ``urlopen`` on the session's own urllib3 pool
+with a request target and headers prepared once (per worker for job-take,
+per job for posts), and sends the payload bytes as given. That skips the
+``PreparedRequest``/``Response`` objects, the header merging and the cookie
+and proxy handling of every call (none of which the worker uses), which were
+about a third of the worker's CPU per job. Redirects are never followed.
+
+The retry loop is ours, driven by the adapter's ``Retry`` value (which
+errors and statuses are retried, how many times, the backoff, Retry-After),
+because urllib3's own loop cannot bound a post by wall-clock time nor be cut
+short at shutdown: ``abort_posts()`` does both.
+
+What the calls return is in ``outcomes``, the job-take body reader in
+``jobtake``, the cuttable connections in ``connections`` and the small wire
+helpers in ``wire``; this module keeps every request the worker makes, so
+the hot path reads top to bottom here (which is why it is over 400 lines).
 """
 
-import email.utils
-import enum
 import json
-import socket
+import threading
 import time
-import weakref
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
-from urllib.parse import quote, urlencode
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, cast
+from urllib.parse import quote, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.structures import CaseInsensitiveDict
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.connectionpool import HTTPConnectionPool
+from urllib3.exceptions import ClosedPoolError, HTTPError
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from .. import __version__
 from .config import Config
+from .connections import Tracker, TrackedAdapter
+from .jobtake import parse_jobs, read_take_body
 from .logs import logger
+from .outcomes import CancelKind, CancelPoll, Delivery, Outcome, TakeKind, TakeResult
+from .wire import (
+    RETRY_STATUSES,
+    describe,
+    header_safe,
+    job_url,
+    refused_status,
+    result_retry,
+    retry_after_seconds,
+    retry_policy,
+    with_query,
+)
+
+__all__ = [
+    "CancelKind",
+    "CancelPoll",
+    "Delivery",
+    "Outcome",
+    "RETRY_STATUSES",
+    "TakeKind",
+    "TakeResult",
+    "Transport",
+    "describe",
+    "header_safe",
+    "job_url",
+    "parse_jobs",
+    "read_take_body",
+    "result_retry",
+    "retry_after_seconds",
+    "with_query",
+]
 
 log = logger("transport")
 
-USER_AGENT = f"wavespeed-serverless/{__version__} (python-requests/{requests.__version__})"
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+USER_AGENT = f"wavespeed-serverless/{__version__} (urllib3)"
+#: The runpod-python release whose worker protocol this SDK speaks (PROTOCOL §17).
+RUNPOD_PROTOCOL_VERSION = "1.12.0"
 CONNECT_TIMEOUT = 5.0
-RESULT_READ_TIMEOUT = 30.0
+RESULT_READ_TIMEOUT = 30.0  # per try; read at call time (tests shorten it)
+PROGRESS_DEADLINE = 10.0  # progress is best effort: never hold a job's outbox long
+
+# Network trouble as urllib3 raises it with retries=False. ValueError: http.client
+# refusing a header or URL it cannot send; the transport reports it, never raises it.
+NETWORK_ERRORS = (HTTPError, OSError, ValueError)
 
 
-def with_query(url: str, params: Mapping[str, Any]) -> str:
-    """Append query parameters to a platform URL template.
+@dataclass(frozen=True)
+class _JobRoute:
+    """Everything posting for one job needs, prepared once per job."""
 
-    Templates may already carry a query (``?gpu=X``) or end in a bare ``?``.
-    """
-    if not params:
-        return url
-    query = urlencode(params, safe=",")
-    if "?" not in url:
-        return f"{url}?{query}"
-    if url.endswith(("?", "&")):
-        return f"{url}{query}"
-    return f"{url}&{query}"
+    headers: Dict[str, str]
+    done: str  # job-done request target, isStream=false
+    done_final_stream: str  # the same with isStream=true
+    stream: str  # job-stream request target ("" without a stream URL)
 
 
-def job_url(template: str, job_id: str) -> str:
-    """The job-done or stream URL for one job (``$ID`` is the job id)."""
-    return template.replace("$ID", quote(str(job_id), safe=""))
-
-
-def retry_after_seconds(value: Optional[str]) -> Optional[float]:
-    """Parse a Retry-After header: seconds, or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def describe(exc: BaseException) -> str:
-    """A short text for a network error: its type and its root cause.
-
-    requests wraps urllib3's errors two or three deep, each repeating the
-    URL; the log needs only what went wrong ("Connection refused").
-    """
-    root: BaseException = exc
-    for _ in range(10):
-        inner = root.__cause__ or getattr(root, "reason", None)
-        if inner is None and root.args and isinstance(root.args[0], BaseException):
-            inner = root.args[0]
-        if not isinstance(inner, BaseException):
-            break
-        root = inner
-    text = str(root) if root is not exc else str(exc)
-    if ": " in text and root is not exc:
-        text = text.rsplit(": ", 1)[-1]
-    return f"{type(exc).__name__}: {text}"[:300]
-
-
-def result_retry(deadline: float) -> Retry:
-    """The retry policy for final results: back off until about ``deadline`` s."""
-    backoff_factor, backoff_max = 0.25, 8.0
-    tries, waited = 0, 0.0
-    while waited < deadline and tries < 40:
-        tries += 1
-        waited += min(backoff_factor * (2 ** tries), backoff_max)
-    return _retry(max(tries, 1), backoff_factor, backoff_max)
-
-
-def _retry(total: int, backoff_factor: float, backoff_max: float) -> Retry:
-    retry = Retry(
-        total=total,
-        connect=total,
-        read=total,
-        status=total,
-        other=0,
-        allowed_methods=None,  # POST too: a lost result is worse than a repeated one
-        status_forcelist=RETRY_STATUSES,
-        backoff_factor=backoff_factor,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-        raise_on_redirect=False,
-    )
-    if hasattr(Retry, "DEFAULT_BACKOFF_MAX"):  # urllib3 1.26 and 2.x
-        try:
-            retry.backoff_max = backoff_max  # type: ignore[attr-defined]
-        except AttributeError:
-            pass
-    return retry
-
-
-class _FetchAdapter(HTTPAdapter):
-    """An adapter whose connections can be cut from another thread."""
-
-    def __init__(self, tracker: "weakref.WeakSet[Any]", **kwargs: Any) -> None:
-        self._tracker = tracker
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        tracker = self._tracker
-
-        class TrackedHTTP(HTTPConnection):
-            def connect(self) -> None:
-                super().connect()
-                tracker.add(self)
-
-        class TrackedHTTPS(HTTPSConnection):
-            def connect(self) -> None:
-                super().connect()
-                tracker.add(self)
-
-        class HTTPPool(HTTPConnectionPool):
-            ConnectionCls = TrackedHTTP
-
-        class HTTPSPool(HTTPSConnectionPool):
-            ConnectionCls = TrackedHTTPS
-
-        self.poolmanager.pool_classes_by_scheme = {"http": HTTPPool, "https": HTTPSPool}
-
-
-class TakeKind(enum.Enum):
-    JOBS = "jobs"
-    EMPTY = "empty"
-    THROTTLED = "throttled"
-    ERROR = "error"
-
-
-class CancelKind(enum.Enum):
-    NO_URL = "no_url"
-    ERROR = "error"
-    NONE = "none"
-    JOBS = "jobs"
-
-
-@dataclass
-class CancelPoll:
-    kind: CancelKind
-    ids: List[str] = field(default_factory=list)
-    detail: str = ""
-
-
-@dataclass
-class TakeResult:
-    """What one job-take returned."""
-
-    kind: TakeKind
-    jobs: List[Dict[str, Any]] = field(default_factory=list)
-    malformed: List[Tuple[str, str]] = field(default_factory=list)  # (job id, why)
-    retry_after: Optional[float] = None
-    detail: str = ""
-
-
-@dataclass
-class Delivery:
-    """What happened to a POST."""
-
-    ok: bool
-    status: Optional[int] = None
-    refused: bool = False  # a 4xx that retrying cannot fix
-    detail: str = ""
-
-
-def parse_jobs(data: Any) -> TakeResult:
-    """Sort a job-take body into jobs and malformed items."""
-    items = data if isinstance(data, list) else [data]
-    result = TakeResult(kind=TakeKind.JOBS)
-    for item in items:
-        if not isinstance(item, dict):
-            log.warning("job-take returned a non-object item (%s); ignored", type(item).__name__)
-            continue
-        job_id = item.get("id")
-        if job_id in (None, ""):
-            log.warning("job-take returned a job without an id; ignored (keys: %s)", sorted(item))
-            continue
-        if "input" not in item:
-            result.malformed.append((str(job_id), "the job has no 'input' field"))
-            continue
-        result.jobs.append(item)
-    if not result.jobs and not result.malformed:
-        result.kind = TakeKind.EMPTY
-    return result
+# -- the transport ------------------------------------------------------------------
 
 
 class Transport:
-    """The worker's HTTP client. Thread-safe; one per worker."""
+    """The worker's HTTP client. Thread-safe; never raises for network trouble."""
 
     def __init__(self, config: Config, max_connections: int = 64) -> None:
         self.config = config
-        self._tracked: "weakref.WeakSet[Any]" = weakref.WeakSet()
-        self.fetch = self._session(_FetchAdapter(self._tracked, max_retries=0, pool_maxsize=4))
+        self._posts_aborted = threading.Event()
+        self._fetch_conns = Tracker()
+        self._post_conns = Tracker(refuse=self._posts_aborted)
+        self.fetch = self._session(TrackedAdapter(self._fetch_conns, max_retries=0, pool_maxsize=4))
         self.result = self._session(
-            HTTPAdapter(
+            TrackedAdapter(
+                self._post_conns,
                 max_retries=result_retry(config.result_deadline),
                 pool_maxsize=max_connections,
             )
         )
         self.stream = self._session(
-            HTTPAdapter(max_retries=_retry(3, 0.2, 2.0), pool_maxsize=max_connections)
+            TrackedAdapter(
+                self._post_conns, max_retries=retry_policy(3, 0.2, 2.0), pool_maxsize=max_connections
+            )
         )
         self.best_effort = self._session(
-            HTTPAdapter(max_retries=_retry(1, 0.2, 1.0), pool_maxsize=max_connections)
+            TrackedAdapter(
+                self._post_conns, max_retries=retry_policy(1, 0.2, 1.0), pool_maxsize=max_connections
+            )
         )
+        self.heartbeat = self._session(HTTPAdapter(max_retries=0, pool_maxsize=1))
+        self._pools: Dict[Tuple[int, str], HTTPConnectionPool] = {}
+        self._pools_lock = threading.Lock()
+        self._closed = False
+        self._headers = self._base_headers()
+        self._fetch_timeout = Timeout(connect=CONNECT_TIMEOUT, read=config.fetch_timeout)
+        # Both bounded and thread-safe (lru_cache locks internally).
+        self._take_route: Callable[[int, bool], Tuple[HTTPConnectionPool, str]] = lru_cache(
+            maxsize=64
+        )(self._make_take_route)
+        # Request targets of job-done (isStream false, true) and job-stream, "$ID" still in.
+        self._job_targets: Optional[Tuple[str, ...]] = None
+        self._job_route: Callable[[str], _JobRoute] = lru_cache(maxsize=512)(self._make_job_route)
+        self._lane: Callable[[requests.Session, str], Tuple[HTTPConnectionPool, Retry]] = lru_cache(
+            maxsize=8
+        )(self._make_lane)
 
     @staticmethod
     def _session(adapter: HTTPAdapter) -> requests.Session:
@@ -253,48 +162,59 @@ class Transport:
         session.trust_env = False  # no proxies or netrc from the container's env
         return session
 
-    def headers(self, job_id: Optional[str] = None, content: bool = False) -> Dict[str, str]:
-        headers: Dict[str, str] = {}
+    def _base_headers(self) -> Dict[str, str]:
+        headers = {"User-Agent": USER_AGENT}
         if self.config.api_key:
             headers["Authorization"] = self.config.api_key
+        return headers
+
+    def headers(self, job_id: Optional[str] = None, content: bool = False) -> Dict[str, str]:
+        """The headers of a request (for a job: with its header-safe ``X-Request-ID``)."""
+        headers = dict(self._headers)
         if job_id is not None:
-            headers["X-Request-ID"] = str(job_id)
+            headers["X-Request-ID"] = header_safe(str(job_id))
         if content:
             # What runpod sends; both platforms parse the body as JSON anyway.
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         return headers
 
+    # -- pools and request targets ------------------------------------------------
+
+    def _route(self, session: requests.Session, url: str) -> Tuple[HTTPConnectionPool, str]:
+        """The session's pool for ``url``'s origin, and the request target."""
+        parts = urlsplit(url)
+        cut = len(parts.scheme) + 3 + len(parts.netloc)
+        target = url[cut:] or "/"
+        if not target.startswith("/"):
+            target = "/" + target
+        return self._pool(session, url[:cut]), target
+
+    def _pool(self, session: requests.Session, origin: str) -> HTTPConnectionPool:
+        key = (id(session), origin)
+        pool = self._pools.get(key)
+        if pool is not None:
+            return pool
+        with self._pools_lock:
+            if self._closed:
+                raise ClosedPoolError(None, "the transport is closed")  # type: ignore[arg-type]
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = self._open_pool(session, origin)
+        return pool
+
     @staticmethod
-    def _send(
-        session: requests.Session,
-        method: str,
-        url: str,
-        headers: Dict[str, str],
-        timeout: Tuple[float, float],
-        body: Optional[bytes] = None,
-    ) -> requests.Response:
-        """Send one request through the session's adapter (and its Retry policy).
-
-        This skips ``Session.request``'s per-call merging of settings,
-        cookies, hooks and redirects, none of which the worker uses; it costs
-        about 40 % less CPU per request, which is the worker's hot path.
-        Redirects are not followed.
-        """
-        prepared = requests.PreparedRequest()
-        prepared.method = method
-        prepared.url = url
-        merged = CaseInsensitiveDict(session.headers)
-        merged.update(headers)
-        if body is not None:
-            merged["Content-Length"] = str(len(body))
-        prepared.headers = merged
-        prepared.body = body
-        prepared.hooks = {"response": []}
-        response = session.get_adapter(url).send(prepared, timeout=timeout)
-        response.content  # read it all, so the connection goes back to the pool
-        return response
-
-    # -- job-take -------------------------------------------------------------
+    def _open_pool(session: requests.Session, origin: str) -> HTTPConnectionPool:
+        """Ask the session's adapter for its pool, as ``requests`` would (TLS settings too)."""
+        url = origin + "/"
+        adapter = session.get_adapter(url)
+        assert isinstance(adapter, HTTPAdapter)
+        if hasattr(adapter, "get_connection_with_tls_context"):  # requests >= 2.32
+            prepared = requests.Request("GET", url).prepare()
+            pool = adapter.get_connection_with_tls_context(prepared, True, None, None)
+        else:
+            pool = adapter.get_connection(url, None)
+        adapter.cert_verify(pool, url, True, None)  # type: ignore[no-untyped-call]
+        return cast(HTTPConnectionPool, pool)
 
     def take_url(self, free: int, in_progress: bool) -> str:
         url = self.config.job_take_url or ""
@@ -304,68 +224,95 @@ class Transport:
             params["batch_size"] = free
         return with_query(url, params)
 
-    def take(self, free: int, in_progress: bool) -> TakeResult:
-        """Ask for up to ``free`` jobs. Never raises for network trouble."""
-        url = self.take_url(free, in_progress)
-        try:
-            response = self._send(
-                self.fetch, "GET", url, self.headers(), (CONNECT_TIMEOUT, self.config.fetch_timeout)
+    def _make_lane(self, session: requests.Session, url: str) -> Tuple[HTTPConnectionPool, Retry]:
+        """The pool a session posts to ``url``'s origin through, and its retry policy."""
+        adapter = session.get_adapter(url)
+        assert isinstance(adapter, HTTPAdapter)
+        return self._route(session, url)[0], adapter.max_retries
+
+    def _make_take_route(self, free: int, in_progress: bool) -> Tuple[HTTPConnectionPool, str]:
+        return self._route(self.fetch, self.take_url(free, in_progress))
+
+    def _make_job_route(self, job_id: str) -> _JobRoute:
+        targets = self._job_targets
+        if targets is None:
+            targets = self._job_targets = tuple(
+                self._route(session, with_query(template, {"isStream": flag}))[1] if template else ""
+                for session, template, flag in (
+                    (self.result, self.config.job_done_url, "false"),
+                    (self.result, self.config.job_done_url, "true"),
+                    (self.stream, self.config.job_stream_url, "false"),
+                )
             )
-        except requests.RequestException as exc:
+        quoted = quote(job_id, safe="")  # as job_url() does
+        done, final, stream = (target.replace("$ID", quoted) for target in targets)
+        return _JobRoute(self.headers(job_id, content=True), done, final, stream)
+
+    # -- job-take and job-stop ------------------------------------------------------
+
+    def take(self, free: int, in_progress: bool) -> TakeResult:
+        """Ask for up to ``free`` jobs. Never raises: every failure is a ``TakeKind``."""
+        try:
+            pool, target = self._take_route(free, in_progress)
+            response = pool.urlopen(
+                "GET",
+                target,
+                headers=self._headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=self._fetch_timeout,
+            )
+        except NETWORK_ERRORS as exc:
             return TakeResult(kind=TakeKind.ERROR, detail=describe(exc))
-        status = response.status_code
+        status = response.status
         if status == 204 or status == 400:  # 400: RunPod under FlashBoot
             return TakeResult(kind=TakeKind.EMPTY)
         if status == 429:
             return TakeResult(
-                kind=TakeKind.THROTTLED, retry_after=retry_after_seconds(response.headers.get("Retry-After"))
+                kind=TakeKind.THROTTLED,
+                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             )
         if status != 200:
             return TakeResult(kind=TakeKind.ERROR, detail=f"HTTP {status}")
-        if not response.content or not response.content.strip():
+        body = response.data
+        if not body or body.isspace():
             return TakeResult(kind=TakeKind.EMPTY)
-        try:
-            data = json.loads(response.content)
-        except ValueError:
-            log.warning("job-take returned a body that is not JSON (%d bytes)", len(response.content))
-            return TakeResult(kind=TakeKind.EMPTY)
-        if isinstance(data, list) and not data:
-            return TakeResult(kind=TakeKind.EMPTY)
-        return parse_jobs(data)
+        return read_take_body(body)
 
     def poll_cancels(self) -> CancelPoll:
-        if not self.config.job_stop_url:
-            return CancelPoll(CancelKind.NO_URL)
-        ids = self.poll_stops()
-        if ids is None:
-            return CancelPoll(CancelKind.ERROR, detail="request failed")
-        return CancelPoll(CancelKind.JOBS if ids else CancelKind.NONE, ids)
-
-    def abort_posts(self) -> None:
-        pass
-
-    def poll_stops(self) -> Optional[List[str]]:
-        """Long-poll RunPod's job-stop channel; None on error, [] when nothing."""
+        """Long-poll RunPod's job-stop channel once. Never raises."""
         url = self.config.job_stop_url
         if not url:
-            return None
+            return CancelPoll(CancelKind.NO_URL)
         try:
-            response = self._send(
-                self.fetch, "GET", url, self.headers(), (CONNECT_TIMEOUT, self.config.fetch_timeout)
+            pool, target = self._route(self.fetch, url)
+            response = pool.urlopen(
+                "GET",
+                target,
+                headers=self._headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=self._fetch_timeout,
             )
-        except requests.RequestException:
-            return None
-        if response.status_code == 204:
-            return []
-        if response.status_code != 200:
-            return None
-        if not response.content.strip():
-            return []
+        except NETWORK_ERRORS as exc:
+            return CancelPoll(CancelKind.ERROR, detail=describe(exc))
+        if response.status == 204:
+            return CancelPoll(CancelKind.NONE)
+        if response.status != 200:
+            return CancelPoll(CancelKind.ERROR, detail=f"HTTP {response.status}")
+        body = response.data
+        if not body or body.isspace():
+            return CancelPoll(CancelKind.NONE)
         try:
-            ids = json.loads(response.content).get("jobsToStop") or []
-        except (ValueError, AttributeError):
-            return None
-        return [str(i) for i in ids if i is not None]
+            listed = json.loads(body).get("jobsToStop") or []
+            if not isinstance(listed, list):
+                raise TypeError(f"jobsToStop is a {type(listed).__name__}")
+            ids = [str(i) for i in listed if i is not None]
+        except Exception as exc:  # noqa: BLE001 - any unreadable answer is an ERROR value
+            return CancelPoll(CancelKind.ERROR, detail=f"unreadable job-stop answer ({exc!r:.200})")
+        return CancelPoll(CancelKind.JOBS, ids) if ids else CancelPoll(CancelKind.NONE)
 
     def abort_fetch(self) -> None:
         """Cut any open job-take/job-stop request (shutdown).
@@ -376,60 +323,167 @@ class Transport:
         can be lost, as it would be if the process exited then; the platform
         times such a job out.
         """
-        for conn in list(self._tracked):
-            sock = getattr(conn, "sock", None)
-            if sock is None:
-                continue
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        self._fetch_conns.cut()
 
-    # -- results --------------------------------------------------------------
+    # -- posts ------------------------------------------------------------------------
+
+    def post_result(
+        self,
+        job_id: str,
+        payload: bytes,
+        is_stream: bool = False,
+        deadline: Optional[float] = None,
+    ) -> Delivery:
+        """POST a final result, retried per the result policy until ``deadline``.
+
+        ``deadline`` is a ``time.monotonic()`` value bounding every try and
+        wait (default: ``config.result_deadline`` from now). Each try's read
+        timeout is at most 30 s; a wait (backoff or Retry-After) that would
+        end past the deadline gives up at once with FAILED.
+        """
+        if not self.config.job_done_url:
+            return Delivery(Outcome.REFUSED, detail="no job-done URL configured")
+        route = self._job_route(str(job_id))
+        target = route.done_final_stream if is_stream else route.done
+        return self._post(self.result, self.config.job_done_url, target, route.headers, payload, deadline)
+
+    def post_chunk(self, job_id: str, payload: bytes, deadline: Optional[float] = None) -> Delivery:
+        """POST one generator chunk to the stream URL (a few retries, within ``deadline``)."""
+        if not self.config.job_stream_url:
+            return Delivery(Outcome.REFUSED, detail="no job-stream URL configured")
+        route = self._job_route(str(job_id))
+        return self._post(
+            self.stream, self.config.job_stream_url, route.stream, route.headers, payload, deadline
+        )
+
+    def post_progress(self, job_id: str, payload: bytes) -> Delivery:
+        """POST a progress update to the job-done URL (best effort: one retry, 10 s at most)."""
+        if not self.config.job_done_url:
+            return Delivery(Outcome.REFUSED, detail="no job-done URL configured")
+        route = self._job_route(str(job_id))
+        deadline = time.monotonic() + min(PROGRESS_DEADLINE, self.config.result_deadline)
+        return self._post(
+            self.best_effort, self.config.job_done_url, route.done, route.headers, payload, deadline
+        )
+
+    def abort_posts(self) -> None:
+        """Make every post return FAILED now, and every later one at once (shutdown).
+
+        Cuts the open result, stream and progress connections (a post blocked
+        sending, waiting for an answer or connecting returns within
+        milliseconds) and wakes posts waiting to retry. It cannot be undone:
+        the worker spools what was not delivered. A DNS lookup in progress
+        is the one wait it cannot cut.
+        """
+        self._posts_aborted.set()
+        self._post_conns.cut()
 
     def _post(
         self,
         session: requests.Session,
-        template: Optional[str],
-        job_id: str,
+        template: str,
+        target: str,
+        headers: Dict[str, str],
         payload: bytes,
-        is_stream: bool,
+        deadline: Optional[float],
     ) -> Delivery:
-        if not template:
-            return Delivery(ok=False, refused=True, detail="no URL configured")
-        url = with_query(job_url(template, job_id), {"isStream": "true" if is_stream else "false"})
+        if deadline is None:
+            deadline = time.monotonic() + self.config.result_deadline
         try:
-            response = self._send(
-                session,
-                "POST",
-                url,
-                self.headers(job_id, content=True),
-                (CONNECT_TIMEOUT, RESULT_READ_TIMEOUT),
-                payload,
-            )
-        except requests.RequestException as exc:
-            return Delivery(ok=False, detail=describe(exc))
-        status = response.status_code
-        if status < 300:
-            return Delivery(ok=True, status=status)
-        detail = response.text[:300] if response.content else ""
-        if self.config.api_key and self.config.api_key in detail:
+            pool, policy = self._lane(session, template)
+            return self._exchange(pool, target, headers, payload, policy, deadline)
+        except Exception as exc:  # noqa: BLE001 - the delivery path must get a value, not raise
+            log.exception("posting to %s failed unexpectedly", target.split("?", 1)[0])
+            return Delivery(Outcome.FAILED, detail=f"internal error: {describe(exc)}")
+
+    def _exchange(
+        self,
+        pool: HTTPConnectionPool,
+        target: str,
+        headers: Dict[str, str],
+        payload: bytes,
+        policy: Retry,
+        deadline: float,
+    ) -> Delivery:
+        """POST until an answer settles it, the policy gives up, or the deadline passes."""
+        retry = policy
+        tries = 0
+        status: Optional[int] = None
+        detail = ""
+        while True:
+            remaining = deadline - time.monotonic()
+            if self._posts_aborted.is_set():
+                return Delivery(Outcome.FAILED, status, "posts aborted (worker shutting down)", tries)
+            if remaining <= 0:
+                return Delivery(Outcome.FAILED, status, detail or "the deadline passed", tries)
+            tries += 1
+            try:
+                response = pool.urlopen(
+                    "POST",
+                    target,
+                    body=payload,
+                    headers=headers,
+                    retries=False,
+                    redirect=False,
+                    assert_same_host=False,
+                    timeout=Timeout(
+                        connect=min(CONNECT_TIMEOUT, remaining),
+                        read=min(RESULT_READ_TIMEOUT, remaining),
+                    ),
+                )
+            except NETWORK_ERRORS as exc:
+                status, detail = None, describe(exc)
+                if self._posts_aborted.is_set():
+                    continue  # reported as aborted at the top of the loop
+                try:
+                    retry = retry.increment("POST", target, error=exc)
+                except Exception:  # noqa: BLE001 - MaxRetryError, or the error re-raised: give up
+                    return Delivery(Outcome.FAILED, None, detail, tries)
+                delay = retry.get_backoff_time()
+            else:
+                status = response.status
+                if status < 300:
+                    return Delivery(Outcome.DELIVERED, status, "", tries)
+                detail = self._answer_text(response)
+                if 300 <= status < 400:
+                    detail = f"redirect to {response.headers.get('Location', '?')!r} not followed"
+                    return Delivery(Outcome.REFUSED, status, detail, tries)
+                has_retry_after = bool(response.headers.get("Retry-After"))
+                settled = Outcome.REFUSED if refused_status(status) else Outcome.FAILED
+                if not retry.is_retry("POST", status, has_retry_after):
+                    return Delivery(settled, status, detail, tries)
+                try:
+                    retry = retry.increment("POST", target, response=response)
+                except Exception:  # noqa: BLE001 - MaxRetryError: the policy is spent
+                    return Delivery(settled, status, detail, tries)
+                delay = retry.get_backoff_time()
+                asked = retry_after_seconds(response.headers.get("Retry-After"))
+                if asked is not None and retry.respect_retry_after_header:
+                    delay = asked
+            remaining = deadline - time.monotonic()
+            if delay >= remaining:
+                why = detail or (f"HTTP {status}" if status else "no answer")
+                return Delivery(
+                    Outcome.FAILED,
+                    status,
+                    f"{why}; the next try (in {delay:.1f} s) would pass the deadline "
+                    f"({max(0.0, remaining):.1f} s left)",
+                    tries,
+                )
+            if delay > 0:
+                self._posts_aborted.wait(delay)
+
+    def _answer_text(self, response: Any) -> str:  # urllib3 1.26 and 2 differ in its type
+        """The start of an error answer, for the log, with the API key masked."""
+        data = response.data or b""
+        detail = data[:300].decode("utf-8", "replace")
+        key = self.config.api_key
+        if key and key in detail:
             # A platform or proxy may echo the request back; never pass the key on.
-            detail = detail.replace(self.config.api_key, "***")
-        refused = 400 <= status < 500 and status != 429
-        return Delivery(ok=False, status=status, refused=refused, detail=detail)
+            detail = detail.replace(key, "***")
+        return detail
 
-    def post_result(self, job_id: str, payload: bytes, is_stream: bool = False, deadline: Optional[float] = None) -> Delivery:
-        """POST a final result; retried per the result policy."""
-        return self._post(self.result, self.config.job_done_url, job_id, payload, is_stream)
-
-    def post_chunk(self, job_id: str, payload: bytes, deadline: Optional[float] = None) -> Delivery:
-        """POST one generator chunk to the stream URL."""
-        return self._post(self.stream, self.config.job_stream_url, job_id, payload, False)
-
-    def post_progress(self, job_id: str, payload: bytes) -> Delivery:
-        """POST a progress update to the job-done URL (best effort)."""
-        return self._post(self.best_effort, self.config.job_done_url, job_id, payload, False)
+    # -- heartbeat ----------------------------------------------------------------------
 
     def ping(self, job_ids: Iterable[str]) -> bool:
         """Send one heartbeat naming the running jobs; False when it failed."""
@@ -439,20 +493,32 @@ class Transport:
         ids = ",".join(job_ids)
         if ids:
             params["job_id"] = ids
-        params["runpod_version"] = __version__
+        params["runpod_version"] = RUNPOD_PROTOCOL_VERSION
+        params["wavespeed_version"] = __version__
         try:
-            response = self._send(
-                self.best_effort,
+            pool, target = self._route(self.heartbeat, with_query(self.config.ping_url, params))
+            response = pool.urlopen(
                 "GET",
-                with_query(self.config.ping_url, params),
-                self.headers(),
-                (CONNECT_TIMEOUT, max(1.0, 2 * self.config.ping_interval)),
+                target,
+                headers=self._headers,
+                retries=False,
+                redirect=False,
+                assert_same_host=False,
+                timeout=Timeout(connect=CONNECT_TIMEOUT, read=max(1.0, 2 * self.config.ping_interval)),
             )
-        except requests.RequestException as exc:
-            log.debug("ping failed: %s", type(exc).__name__)
+        except NETWORK_ERRORS as exc:
+            log.debug("ping failed: %s", describe(exc))
             return False
-        return response.status_code < 300
+        return response.status < 300
 
     def close(self) -> None:
-        for session in (self.fetch, self.result, self.stream, self.best_effort):
+        """Close every pool; later requests fail (FAILED / ERROR), they do not raise."""
+        for session in (self.fetch, self.result, self.stream, self.best_effort, self.heartbeat):
             session.close()
+        # urllib3 2's PoolManager.clear() leaves its pools to the GC; ours are
+        # held here, so close them: later requests see a closed pool.
+        with self._pools_lock:
+            self._closed = True
+            pools = list(self._pools.values())
+        for pool in pools:
+            pool.close()

@@ -1,0 +1,72 @@
+"""Reference loops for the bench, run with our interpreter (urllib3 from the
+project's environment); each prints one JSON line.
+
+    python limit.py loop PORT N          the stack limit: one thread, take + done
+                                         through one urllib3 connection pool
+    python limit.py post PORT BYTES REPS a bare urllib3 POST of a BYTES-long
+                                         {"output": "<string>"} body
+
+The loop does the least any worker must: GET job-take, parse the job, run the
+trivial handler (n + 1), encode the result, POST job-done with the same
+headers a worker sends. Nothing else: no threads, no retries, no bookkeeping.
+"""
+import json
+import sys
+import time
+
+import urllib3
+
+API_KEY = "bench-key"
+HEADERS = {"Authorization": API_KEY, "User-Agent": "bench-limit"}
+
+
+def pool(port):
+    return urllib3.HTTPConnectionPool("127.0.0.1", port, maxsize=1,
+                                      timeout=urllib3.Timeout(connect=5.0, read=70.0))
+
+
+def loop(port, n):
+    p = pool(port)
+    take = "/v2/ep/job-take/bench-pod?gpu=bench&job_in_progress=0"
+    done = "/v2/ep/job-done/bench-pod/%s?gpu=bench&isStream=false"
+    t, c = time.perf_counter(), time.process_time()
+    jobs = 0
+    while jobs < n:
+        r = p.urlopen("GET", take, headers=HEADERS, retries=False, redirect=False)
+        if r.status != 200:
+            continue  # a held take that expired: ask again
+        job = json.loads(r.data)
+        body = json.dumps({"output": {"n": job["input"]["n"] + 1}}, ensure_ascii=False,
+                          separators=(",", ":")).encode()
+        headers = dict(HEADERS)
+        headers["X-Request-ID"] = job["id"]
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        r = p.urlopen("POST", done % job["id"], body=body, headers=headers, retries=False,
+                      redirect=False)
+        if r.status != 200:
+            raise SystemExit("job-done answered %d" % r.status)
+        jobs += 1
+    return {"jobs": jobs, "seconds": time.perf_counter() - t, "cpu_s": time.process_time() - c}
+
+
+def post(port, size, reps):
+    p = pool(port)
+    body = json.dumps({"output": "x" * size}, separators=(",", ":")).encode()
+    times = []
+    for _ in range(reps + 1):
+        t = time.perf_counter()
+        r = p.urlopen("POST", "/_ctl/sink", body=body, headers=HEADERS, retries=False)
+        times.append(time.perf_counter() - t)
+        if r.status != 200:
+            raise SystemExit("sink answered %d" % r.status)
+    times = sorted(times[1:])  # the first one opens the connection
+    return {"bytes": len(body), "seconds": times[len(times) // 2], "all": times}
+
+
+if __name__ == "__main__":
+    what, port = sys.argv[1], int(sys.argv[2])
+    if what == "loop":
+        out = loop(port, int(sys.argv[3]))
+    else:
+        out = post(port, int(sys.argv[3]), int(sys.argv[4]))
+    print(json.dumps(out))
