@@ -53,18 +53,18 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize("value, body, stop_pod", TABLE)
-def test_normalization_table(value: Any, body: Dict[str, Any], stop_pod: bool) -> None:
+@pytest.mark.parametrize("value, body, refresh", TABLE)
+def test_normalization_table(value: Any, body: Dict[str, Any], refresh: bool) -> None:
     before = copy.deepcopy(value)
     got_body, got_stop = normalize_output(value)
     assert got_body == body
-    assert got_stop is stop_pod
+    assert got_stop is refresh
     assert value == before  # the user's value is never mutated
 
 
-@pytest.mark.parametrize("value, body, stop_pod", TABLE)
+@pytest.mark.parametrize("value, body, refresh", TABLE)
 def test_refresh_worker_from_config_adds_stop_pod(
-    value: Any, body: Dict[str, Any], stop_pod: bool
+    value: Any, body: Dict[str, Any], refresh: bool
 ) -> None:
     got_body, got_stop = normalize_output(value, refresh_worker=True)
     assert got_stop is True
@@ -251,7 +251,7 @@ def test_job_deepcopy_is_deep() -> None:
 
 def test_job_result_is_frozen() -> None:
     result = JobResult("j1", {"output": 1}, b'{"output":1}')
-    assert (result.is_stream, result.stop_pod, result.failed, result.cancelled) == (
+    assert (result.is_stream, result.refresh, result.failed, result.cancelled) == (
         False,
         False,
         False,

@@ -153,9 +153,9 @@ def test_sync_and_async_give_identical_bodies(value: Any, loops: ThreadLoops) ->
     async_result, _ = run(as_async, loops, value)
     assert canon(sync_result.body) == canon(async_result.body)
     for result in (sync_result, async_result):
-        assert (result.failed, result.stop_pod, result.is_stream) == (
+        assert (result.failed, result.refresh, result.is_stream) == (
             sync_result.failed,
-            sync_result.stop_pod,
+            sync_result.refresh,
             False,
         )
         check_payload(result)
@@ -182,7 +182,7 @@ def test_sync_and_async_generators_identical(
     agen_result, agen_channel = run(as_agen, loops, {"items": items}, **config)
     assert gen_channel.chunks == agen_channel.chunks
     assert canon(gen_result.body) == canon(agen_result.body)
-    assert (gen_result.failed, gen_result.stop_pod) == (agen_result.failed, agen_result.stop_pod)
+    assert (gen_result.failed, gen_result.refresh) == (agen_result.failed, agen_result.refresh)
     assert gen_result.is_stream and agen_result.is_stream
     check_payload(gen_result)
     check_payload(agen_result)
@@ -356,13 +356,13 @@ def test_users_returned_dict_not_mutated(loops: ThreadLoops) -> None:
 
 def test_refresh_worker_in_return(loops: ThreadLoops) -> None:
     result, _ = run(lambda job: {"refresh_worker": True, "a": 1}, loops)
-    assert result.stop_pod
+    assert result.refresh
     assert result.body == {"output": {"a": 1}, "stopPod": True}
 
 
 def test_refresh_worker_false_in_return(loops: ThreadLoops) -> None:
     result, _ = run(lambda job: {"refresh_worker": False, "a": 1}, loops)
-    assert not result.stop_pod and result.body == {"output": {"a": 1}}
+    assert not result.refresh and result.body == {"output": {"a": 1}}
 
 
 @pytest.mark.parametrize("handler", [as_gen, as_agen], ids=["gen", "agen"])
@@ -370,14 +370,14 @@ def test_refresh_worker_in_yielded_dict(handler: Callable[..., Any], loops: Thre
     items = [1, {"refresh_worker": True, "x": 2}, 3]
     result, channel = run(handler, loops, {"items": items})
     assert channel.values == [1, {"x": 2}, 3]  # the key is not streamed
-    assert result.stop_pod
+    assert result.refresh
     assert result.body == {"output": [], "stopPod": True}
 
 
 def test_refresh_worker_yielded_then_raise_keeps_stop_pod(loops: ThreadLoops) -> None:
     result, _ = run(as_gen, loops, {"items": [{"refresh_worker": True}, "raise"]})
     assert result.failed
-    assert result.stop_pod and result.body.get("stopPod") is True
+    assert result.refresh and result.body.get("stopPod") is True
 
 
 @pytest.mark.parametrize(
@@ -397,7 +397,7 @@ def test_refresh_worker_in_config_stops_pod_always(
     handler: Callable[..., Any], job_input: Any, loops: ThreadLoops
 ) -> None:
     result, _ = run(handler, loops, job_input, refresh_worker=True)
-    assert result.stop_pod
+    assert result.refresh
     assert result.body["stopPod"] is True
     check_payload(result)
 

@@ -77,7 +77,7 @@ class FinalState(enum.Enum):
     DONE = "done"
 
 
-class Outcome(enum.Enum):
+class FinalOutcome(enum.Enum):
     """What became of a final result."""
 
     DELIVERED = "delivered"
@@ -97,7 +97,7 @@ class _Message:
         self.size = len(payload)
 
 
-Done = Callable[[JobResult, Outcome], None]
+Done = Callable[[JobResult, FinalOutcome], None]
 
 
 class Outbox(Channel):
@@ -198,7 +198,7 @@ class Outbox(Channel):
                 self.final_state = FinalState.QUEUED
                 self._append(_Message(Kind.FINAL, result.payload, result))
         if result is None:
-            self._delivery.finish(self, JobResult(self.job_id, {}, b"", cancelled=True), Outcome.DISCARDED)
+            self._delivery.finish(self, JobResult(self.job_id, {}, b"", cancelled=True), FinalOutcome.DISCARDED)
             return
         self._delivery.schedule(self, inline=inline)
 
@@ -331,7 +331,7 @@ class Delivery:
         )
         if delivery.ok:
             self.stats.add("delivered")
-            self.finish(box, result, Outcome.DELIVERED)
+            self.finish(box, result, FinalOutcome.DELIVERED)
             return
         payload = result.payload
         if delivery.refused:
@@ -346,7 +346,7 @@ class Delivery:
                 job_id,
                 f"the platform refused the job's result (HTTP {delivery.status}, "
                 f"{len(result.payload)} bytes): {delivery.detail[:200]}",
-                stop_pod=result.stop_pod,
+                refresh=result.refresh,
             )
             retry_deadline = max(deadline, time.monotonic() + REFUSAL_GRACE)
             delivery = self.transport.post_result(
@@ -354,16 +354,16 @@ class Delivery:
             )
             if delivery.ok:
                 self.stats.add("delivered")
-                self.finish(box, result, Outcome.REPLACED)
+                self.finish(box, result, FinalOutcome.REPLACED)
                 return
             if delivery.refused:
                 log.error("the FAILED result of job %s was refused too; giving up on it", job_id)
-                self.finish(box, result, Outcome.DROPPED)
+                self.finish(box, result, FinalOutcome.DROPPED)
                 return
             payload = reason.payload
         self._spool_final(
             box,
-            JobResult(job_id, result.body, payload, result.is_stream, result.stop_pod, result.failed),
+            JobResult(job_id, result.body, payload, result.is_stream, result.refresh, result.failed),
             delivery.detail or f"HTTP {delivery.status}",
         )
 
@@ -374,7 +374,7 @@ class Delivery:
         path = self.spool.save(result.job_id, result.payload, result.is_stream)
         if path is None:
             log.error("the result of job %s is lost: not delivered (%s) and not spooled", result.job_id, why)
-            self.finish(box, result, Outcome.DROPPED)
+            self.finish(box, result, FinalOutcome.DROPPED)
             return
         self.stats.add("spooled")
         log.warning(
@@ -384,21 +384,21 @@ class Delivery:
             path,
         )
         self._on_spooled()
-        self.finish(box, result, Outcome.SPOOLED)
+        self.finish(box, result, FinalOutcome.SPOOLED)
 
-    def finish(self, box: Outbox, result: JobResult, outcome: Outcome) -> None:
+    def finish(self, box: Outbox, result: JobResult, outcome: FinalOutcome) -> None:
         """The outbox is done: tell its owner once."""
         with box.cond:
             if box.finished.is_set():
                 return
-            box.final_state = FinalState.DONE if outcome is not Outcome.SPOOLED else FinalState.SPOOLED
+            box.final_state = FinalState.DONE if outcome is not FinalOutcome.SPOOLED else FinalState.SPOOLED
             box.finished.set()
             on_done = box.on_done
         with self._lock:
             self._open.discard(box)
             self._lock.notify_all()
-        if outcome is not Outcome.DISCARDED:
-            self.metrics.post("refused" if outcome is Outcome.REPLACED else outcome.value)
+        if outcome is not FinalOutcome.DISCARDED:
+            self.metrics.post("refused" if outcome is FinalOutcome.REPLACED else outcome.value)
         if on_done is not None:
             on_done(result, outcome)
 
@@ -452,7 +452,7 @@ class Delivery:
             path = self.spool.save(result.job_id, result.payload, result.is_stream)
             if path is None:
                 log.error("the result of job %s is lost at shutdown: the spool refused it", result.job_id)
-                self.finish(box, result, Outcome.DROPPED)
+                self.finish(box, result, FinalOutcome.DROPPED)
                 continue
             count += 1
             self.stats.add("spooled")
@@ -462,7 +462,7 @@ class Delivery:
                 "still queued" if queued else "still being posted",
                 path,
             )
-            self.finish(box, result, Outcome.SPOOLED)
+            self.finish(box, result, FinalOutcome.SPOOLED)
         return count
 
     def close(self, timeout: float = 2.0) -> None:

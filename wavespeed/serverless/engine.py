@@ -168,13 +168,13 @@ class Engine:
     def submit(
         self,
         job: Job,
-        preset: Optional[JobResult] = None,
+        known_result: Optional[JobResult] = None,
         force: bool = False,
         timeout: Optional[float] = None,
     ) -> Optional[JobRun]:
         """Take responsibility for a job; None when it is already held here.
 
-        ``preset`` is a result known before running (a malformed job). A job
+        ``known_result`` is a result known before running (a malformed job). A job
         that finds no free slot waits in a backlog (``force`` starts it anyway).
         ``timeout`` overrides the configured per-job timeout.
         """
@@ -182,13 +182,13 @@ class Engine:
             if job.id in self._runs or any(r.job.id == job.id for r in self._backlog):
                 return None
             run = JobRun(job, None, timeout if timeout is not None else self.config.job_timeout)
-            if preset is not None or force or len(self._runs) < self.concurrency.value:
+            if known_result is not None or force or len(self._runs) < self.concurrency.value:
                 self._admit(run)
             else:
                 log.warning("more jobs than free slots; job %s waits for one", job.id)
                 self._backlog.append(run)
                 return run
-        self._launch(run, preset)
+        self._launch(run, known_result)
         return run
 
     def _admit(self, run: JobRun) -> None:
@@ -205,7 +205,7 @@ class Engine:
             ready.append(run)
         return ready
 
-    def _launch(self, run: JobRun, preset: Optional[JobResult]) -> None:
+    def _launch(self, run: JobRun, known_result: Optional[JobResult]) -> None:
         job = run.job
         try:
             run.channel = self.destination.open(job)
@@ -216,8 +216,8 @@ class Engine:
             if run.timeout and self._watch_idle:
                 self._watch_idle = False
                 self.watchdog.wake()
-            if preset is not None:
-                self._complete(run, preset)
+            if known_result is not None:
+                self._complete(run, known_result)
             elif self.async_handler:
                 assert self.shared is not None
                 run.on_loop = True

@@ -85,18 +85,18 @@ class JobResult:
     body: Dict[str, Any]
     payload: bytes  # body encoded once, UTF-8 JSON
     is_stream: bool = False
-    stop_pod: bool = False
+    refresh: bool = False  # refresh_worker: the worker stops after this job ("stopPod" on the wire)
     failed: bool = False
-    cancelled: bool = False  # stopped by the platform: nothing is posted
+    cancelled: bool = False  # cancelled (by the platform, or the local API): nothing is posted
     timed_out: bool = False  # decided by a per-job timeout
 
 
-def failure(job_id: str, message: str, stop_pod: bool = False) -> JobResult:
+def failure(job_id: str, message: str, refresh: bool = False) -> JobResult:
     """A small FAILED result carrying a plain message (timeouts, shutdown, refusals)."""
     body: Dict[str, Any] = {"error": message}
-    if stop_pod:
+    if refresh:
         body["stopPod"] = True
-    return JobResult(job_id, body, encode(body), failed=True, stop_pod=stop_pod)
+    return JobResult(job_id, body, encode(body), failed=True, refresh=refresh)
 
 
 def error_text(error: Any) -> str:
@@ -114,14 +114,14 @@ def error_text(error: Any) -> str:
 def normalize_output(value: Any, refresh_worker: bool = False) -> Tuple[Dict[str, Any], bool]:
     """Turn a handler's return value into the body to post.
 
-    Returns ``(body, stop_pod)``. The caller's value is never mutated.
+    Returns ``(body, refresh)``. The caller's value is never mutated.
     """
-    stop_pod = refresh_worker
+    refresh = refresh_worker
     if isinstance(value, dict):
         output = dict(value)
         error = output.pop("error", None)
         if "refresh_worker" in output:
-            stop_pod = bool(output.pop("refresh_worker")) or stop_pod
+            refresh = bool(output.pop("refresh_worker")) or refresh
         body: Dict[str, Any] = {}
         if output:
             body["output"] = output
@@ -129,9 +129,9 @@ def normalize_output(value: Any, refresh_worker: bool = False) -> Tuple[Dict[str
             body["error"] = error_text(error)
     else:
         body = {"output": value}
-    if stop_pod:
+    if refresh:
         body["stopPod"] = True
-    return body, stop_pod
+    return body, refresh
 
 
 def _exception_text(exc: BaseException) -> str:

@@ -142,7 +142,7 @@ def _report(config: Config, job: Job, result: Optional[JobResult], out: TextIO) 
         log.error("job %s was cancelled", job.id)
         return 1
     _print_result(json.dumps(result.body, ensure_ascii=False, indent=2), out)
-    if result.stop_pod:
+    if result.refresh:
         log.info("refresh_worker: on a platform the worker would stop after this job")
     if result.failed:
         log.error("job %s failed", job.id)

@@ -52,7 +52,7 @@ class Channel:
 class _Stream:
     """What a job has produced so far (the error path needs it too)."""
 
-    stop_pod: bool
+    refresh: bool
     streaming: bool = False
     aggregate: List[Any] = field(default_factory=list)
     timings: Optional[Timings] = None
@@ -173,24 +173,24 @@ class Runner:
         # Always a collector: runpod's Checkpoints keep per-job books even
         # without the debugger; the timers only record when it is on.
         timings = Timings(enabled=self.config.debugger)
-        return _Stream(stop_pod=self.config.refresh_worker, timings=timings)
+        return _Stream(refresh=self.config.refresh_worker, timings=timings)
 
     def _value(self, job: Job, value: Any, state: _Stream) -> JobResult:
-        body, stop_pod = normalize_output(value, self.config.refresh_worker)
-        return self._finish(job, body, False, stop_pod, "error" in body)
+        body, refresh = normalize_output(value, self.config.refresh_worker)
+        return self._finish(job, body, False, refresh, "error" in body)
 
     def _chunk(self, job: Job, value: Any, state: _Stream) -> Union[Tuple[Any, bytes], JobResult]:
         """One yielded value: (what to stream, encoded), or the final result when it ends the stream."""
         if isinstance(value, dict):
             if value.get("error"):
                 # runpod's rule: an error chunk ends the stream and is the result.
-                body, stop_pod = normalize_output(value, state.stop_pod)
+                body, refresh = normalize_output(value, state.refresh)
                 if self.config.return_aggregate_stream and "output" not in body:
                     body["output"] = state.aggregate
-                return self._finish(job, body, True, stop_pod, True)
+                return self._finish(job, body, True, refresh, True)
             if "refresh_worker" in value:
                 value = dict(value)
-                state.stop_pod = bool(value.pop("refresh_worker")) or state.stop_pod
+                state.refresh = bool(value.pop("refresh_worker")) or state.refresh
         payload = encode({"output": value})
         if self.config.return_aggregate_stream:
             state.aggregate.append(value)
@@ -199,17 +199,17 @@ class Runner:
     def _stream_end(self, job: Job, state: _Stream) -> JobResult:
         output = state.aggregate if self.config.return_aggregate_stream else []
         body: Dict[str, Any] = {"output": output}
-        if state.stop_pod:
+        if state.refresh:
             body["stopPod"] = True
-        return self._finish(job, body, True, state.stop_pod, False)
+        return self._finish(job, body, True, state.refresh, False)
 
     def _failure(self, job: Job, exc: BaseException, state: _Stream) -> JobResult:
         if _is_cancellation(exc) or job.cancelled.is_set():
             return JobResult(job.id, {}, b"", cancelled=True)
         body = self._error_body(exc, state.aggregate if state.streaming else None)
-        if state.stop_pod:
+        if state.refresh:
             body["stopPod"] = True
-        return self._finish(job, body, state.streaming, state.stop_pod, True)
+        return self._finish(job, body, state.streaming, state.refresh, True)
 
     def _debugged(self, result: JobResult, state: _Stream) -> JobResult:
         """Add the debugger's timings (``--rp_debugger``) to a result."""
@@ -230,7 +230,7 @@ class Runner:
             body,
             encode(body),
             is_stream=result.is_stream,
-            stop_pod=result.stop_pod,
+            refresh=result.refresh,
             failed=result.failed,
         )
 
@@ -256,14 +256,14 @@ class Runner:
         return body
 
     def _finish(
-        self, job: Job, body: Dict[str, Any], streamed: bool, stop_pod: bool, failed: bool
+        self, job: Job, body: Dict[str, Any], streamed: bool, refresh: bool, failed: bool
     ) -> JobResult:
         try:
             payload = encode(body)
         except OutputNotSerializable as exc:
             log.error("%s", exc)
             body = self._error_body(exc, None)
-            if stop_pod:
+            if refresh:
                 body["stopPod"] = True
             payload = encode(body)
             failed = True
@@ -272,7 +272,7 @@ class Runner:
             body=body,
             payload=payload,
             is_stream=streamed,
-            stop_pod=stop_pod,
+            refresh=refresh,
             failed=failed,
         )
 

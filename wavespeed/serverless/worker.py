@@ -19,7 +19,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .config import Config
-from .delivery import Delivery, Outcome, Stats
+from .delivery import Delivery, FinalOutcome, Stats
 from .engine import Engine, JobRun
 from .health import HealthServer
 from .heartbeat import Heartbeat
@@ -333,8 +333,8 @@ class Worker:
         self._backoff.reset()
         return 0.0
 
-    def _admit(self, job: Job, preset: Optional[JobResult] = None) -> bool:
-        if self.engine.submit(job, preset, force=self.stopping) is None:
+    def _admit(self, job: Job, known_result: Optional[JobResult] = None) -> bool:
+        if self.engine.submit(job, known_result, force=self.stopping) is None:
             self.stats.add("duplicates")
             log.warning("job %s was handed out again while it runs here; ignored", job.id)
             return False
@@ -347,8 +347,8 @@ class Worker:
             self._cancel_idle = False
             self.cancel_poller.wake()
 
-    def _on_result(self, run: JobRun, result: JobResult, outcome: Outcome) -> None:
-        if result.stop_pod and not self.stopping and outcome is not Outcome.DISCARDED:
+    def _on_result(self, run: JobRun, result: JobResult, outcome: FinalOutcome) -> None:
+        if result.refresh and not self.stopping and outcome is not FinalOutcome.DISCARDED:
             log.info("refresh_worker: stopping after job %s", result.job_id)
             self.request_stop("refresh_worker")
 

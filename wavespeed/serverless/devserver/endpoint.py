@@ -359,7 +359,7 @@ class LocalEndpoint:
         log.info("job %s started", job.id)
 
     def _left(self, run: Any, result: JobResult, outcome: Any) -> None:
-        if result.stop_pod:
+        if result.refresh:
             log.info("refresh_worker: on a platform the worker would stop after job %s", result.job_id)
 
     def _chunk(self, record: JobRecord, value: Any) -> None:
