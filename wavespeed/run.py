@@ -20,7 +20,8 @@ import importlib.machinery
 import os
 import runpy
 import sys
-from typing import List, Mapping, Optional, Sequence, TextIO, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Optional, TextIO
 
 __all__ = ["main", "activate_layer", "find_installed_runpod", "CHOICE_ENV"]
 
@@ -83,7 +84,7 @@ def activate_layer(script_dir: Optional[str] = None) -> str:
     return layer
 
 
-def _parse(argv: List[str], environ: Mapping[str, str]) -> Tuple[str, str, str, List[str]]:
+def _parse(argv: list[str], environ: Mapping[str, str]) -> tuple[str, str, str, list[str]]:
     """Split our options from the target: returns (choice, kind, target, rest)."""
     choice = (environ.get(CHOICE_ENV) or "layer").strip().lower()
     index = 0

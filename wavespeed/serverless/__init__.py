@@ -12,7 +12,8 @@ thread, configures no logging and imports neither requests, flask nor
 waitress. All of that happens inside ``start()``.
 """
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from .errors import ConfigError, JobCancelled, OutputNotSerializable, WavespeedError
 from .fitness import register_fitness_check
@@ -102,10 +103,9 @@ def _run_worker(settings: "Config") -> None:
     import os
     import sys
 
+    from .fitness import run_fitness_checks
     from .signals import SignalGuard
     from .worker import Worker
-
-    from .fitness import run_fitness_checks
 
     if not run_fitness_checks(settings):
         sys.exit(1)  # reported unhealthy on the ping URL; no job was taken

@@ -13,13 +13,14 @@ and ``settings.resolve`` parses the value, so a bad one raises a
 """
 
 import argparse
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Optional
 
 from .config import SETTINGS
 from .settings import Setting
 
 # setting name -> (the flag spelling used, its raw value: text, or True for a switch)
-Flags = Dict[str, Tuple[str, Any]]
+Flags = dict[str, tuple[str, Any]]
 
 
 class _Record(argparse.Action):
@@ -102,7 +103,7 @@ def parse_args(argv: Sequence[str]) -> Flags:
     return dict(vars(namespace))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """``python -m wavespeed.serverless --help``: print the flags."""
     parser = build_parser(add_help=True)
     parser.epilog = environment_help()

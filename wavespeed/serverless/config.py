@@ -33,9 +33,10 @@ import os
 import time
 import uuid
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional
 
 from .errors import ConfigError
 from .settings import (
@@ -114,7 +115,7 @@ def _rp(name: str) -> str:
     return "--rp_" + name
 
 
-def _both(name: str) -> Tuple[str, str]:
+def _both(name: str) -> tuple[str, str]:
     """The two spellings of a flag (PROTOCOL §13): ours first, then runpod's."""
     return (_wl(name), _rp(name))
 
@@ -123,7 +124,7 @@ def _platform(suffix: str, *runpod_aliases: str) -> EnvNames:
     return platform_env(("RUNPOD_" + suffix,) + runpod_aliases, ("WAVERLESS_" + suffix,))
 
 
-SETTINGS: Tuple[Setting, ...] = (
+SETTINGS: tuple[Setting, ...] = (
     # The start() dict only: code, not deployment, decides these.
     Setting("handler", CALLABLE, "the job handler, any of the four kinds",
             default=REQUIRED, start_key="handler"),
@@ -217,7 +218,7 @@ SETTINGS: Tuple[Setting, ...] = (
 )  # fmt: skip
 
 # Keys runpod accepted that we read no more: warned about, then ignored.
-LEGACY_START_KEYS: Dict[str, str] = {
+LEGACY_START_KEYS: dict[str, str] = {
     "concurrency_controller": "use 'concurrency_modifier'",
 }
 
@@ -281,7 +282,7 @@ class Config:
     api_port: int = 8000
     api_concurrency: int = 1
     api_max_body: int = 10 * 1024 * 1024  # bytes; larger request bodies get 413
-    api_allowed_hosts: Tuple[str, ...] = ()
+    api_allowed_hosts: tuple[str, ...] = ()
     api_reload: bool = False
     allow_private_webhooks: bool = False
     debugger: bool = False
@@ -329,7 +330,7 @@ class Config:
 
         platform = detect_platform(environ)
         resolved = resolve(environ, platform, parse_args(argv), user_config, SETTINGS)
-        values: Dict[str, Any] = {name: r.value for name, r in resolved.items()}
+        values: dict[str, Any] = {name: r.value for name, r in resolved.items()}
         sources = {name: r.source for name, r in resolved.items()}
         serve_api = values.pop("serve_api")  # chooses the mode; not a field
         worker_id = values["worker_id"]

@@ -28,7 +28,7 @@ class Tracker:
     def __init__(self, refuse: Optional[threading.Event] = None) -> None:
         self.refuse = refuse
         self._lock = threading.Lock()
-        self._conns: "weakref.WeakSet[Any]" = weakref.WeakSet()
+        self._conns: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def add(self, conn: Any) -> None:
         with self._lock:

@@ -17,7 +17,8 @@ import os
 import sys
 import threading
 import time
-from typing import Any, Callable, Coroutine, Optional, Set, Tuple
+from collections.abc import Coroutine
+from typing import Any, Callable, Optional
 
 from .logs import logger
 from .roles import Role
@@ -38,11 +39,11 @@ class SharedLoop:
         self._lock = threading.Lock()
         self._loop: Any = None
         self._thread: Optional[threading.Thread] = None
-        self._tasks: Set[Any] = set()
+        self._tasks: set[Any] = set()
         self._last_turn = time.monotonic()
         self._ticking = False
         self.blocked_after = blocked_after
-        self.warned: Set[Tuple[str, int]] = set()
+        self.warned: set[tuple[str, int]] = set()
         self._watch = Role("loop-watch", self._check, first_delay=None)
 
     # -- owner's side -----------------------------------------------------------
@@ -187,7 +188,7 @@ class SharedLoop:
         )
 
 
-def _blocking_frame(frame: Any) -> Optional[Tuple[str, int, str]]:
+def _blocking_frame(frame: Any) -> Optional[tuple[str, int, str]]:
     """The innermost coroutine frame of user code in a stack, else the innermost frame."""
     innermost = None
     while frame is not None:

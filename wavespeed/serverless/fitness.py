@@ -31,7 +31,8 @@ import inspect
 import os
 import threading
 import time
-from typing import Any, Callable, List, Mapping, Optional, Tuple, TypeVar
+from collections.abc import Mapping
+from typing import Any, Callable, Optional, TypeVar
 
 from .logs import logger
 
@@ -54,7 +55,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _Registry:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.checks: List[Callable[[], Any]] = []
+        self.checks: list[Callable[[], Any]] = []
 
 
 _REGISTRY = _Registry()
@@ -72,7 +73,7 @@ def register_fitness_check(func: F) -> F:
     return func
 
 
-def registered_fitness_checks() -> List[Callable[[], Any]]:
+def registered_fitness_checks() -> list[Callable[[], Any]]:
     """The registered checks, in the order they will run."""
     with _REGISTRY.lock:
         return list(_REGISTRY.checks)
@@ -95,7 +96,7 @@ def _gpu_check(required: int) -> Callable[[], None]:
     return gpu_available
 
 
-def _builtin_checks(environ: Mapping[str, str]) -> List[Callable[[], Any]]:
+def _builtin_checks(environ: Mapping[str, str]) -> list[Callable[[], Any]]:
     raw = (environ.get(GPU_CHECK_ENV) or "").strip().lower()
     if raw in ("", "0", "false", "no", "off"):
         return []
@@ -157,7 +158,7 @@ def run_fitness_checks(config: Any, environ: Optional[Mapping[str, str]] = None)
     return True
 
 
-def _report_unhealthy(config: Any, check: str, reason: str) -> Tuple[bool, str]:
+def _report_unhealthy(config: Any, check: str, reason: str) -> tuple[bool, str]:
     """One GET on the ping URL with ``status=unhealthy``; never raises."""
     url = getattr(config, "ping_url", None)
     if not url:

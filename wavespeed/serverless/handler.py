@@ -10,7 +10,8 @@ whose handlers are all sync).
 
 import inspect
 import threading
-from typing import Any, Iterator, List
+from collections.abc import Iterator
+from typing import Any
 
 
 class ThreadLoops:
@@ -23,7 +24,7 @@ class ThreadLoops:
 
     def __init__(self) -> None:
         self._local = threading.local()
-        self._loops: List[Any] = []
+        self._loops: list[Any] = []
         self._lock = threading.Lock()
 
     def get(self) -> Any:

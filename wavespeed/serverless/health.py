@@ -20,14 +20,14 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional
 
 from .logs import logger
 
 log = logger("health")
 
-StatusFn = Callable[[], Tuple[bool, Dict[str, Any]]]
-MetricsFn = Callable[[], Tuple[int, bytes, str]]  # (status, body, content type)
+StatusFn = Callable[[], tuple[bool, dict[str, Any]]]
+MetricsFn = Callable[[], tuple[int, bytes, str]]  # (status, body, content type)
 
 IDLE_TIMEOUT = 5.0  # seconds from accept to the end of the answer
 MAX_CONNECTIONS = 256
@@ -72,8 +72,8 @@ class HealthServer:
         self._max_connections = max(1, max_connections)
         self._listener: Optional[socket.socket] = None
         self._selector: Optional[selectors.BaseSelector] = None
-        self._wake: Optional[Tuple[socket.socket, socket.socket]] = None
-        self._connections: "OrderedDict[socket.socket, _Connection]" = OrderedDict()
+        self._wake: Optional[tuple[socket.socket, socket.socket]] = None
+        self._connections: OrderedDict[socket.socket, _Connection] = OrderedDict()
         self._stopping = threading.Event()
         self._thread: Optional[threading.Thread] = None
 

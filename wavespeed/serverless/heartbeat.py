@@ -9,7 +9,8 @@ thread, this one included, until it returns.
 """
 
 import time
-from typing import Callable, Iterable, Optional
+from collections.abc import Iterable
+from typing import Callable, Optional
 
 from .roles import Role
 

@@ -15,9 +15,10 @@ import math
 import threading
 import time
 import traceback
+from collections.abc import Iterable
 from dataclasses import dataclass
 from json.encoder import encode_basestring
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Union
 
 from .. import RUNPOD_VERSION, __version__
 from .errors import OutputNotSerializable
@@ -39,7 +40,7 @@ class Job(dict):  # type: ignore[type-arg]
 
     __slots__ = ("channel", "cancelled", "cancel_hook", "__weakref__")
 
-    def __init__(self, data: Dict[str, Any], channel: Any = None) -> None:
+    def __init__(self, data: dict[str, Any], channel: Any = None) -> None:
         super().__init__(data)
         self.channel = channel
         self.cancelled = threading.Event()
@@ -60,12 +61,12 @@ class Job(dict):  # type: ignore[type-arg]
     def __reduce__(self) -> Any:
         return (dict, (dict(self),))
 
-    def __deepcopy__(self, memo: Dict[int, Any]) -> Dict[str, Any]:
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
         import copy
 
         return copy.deepcopy(dict(self), memo)
 
-    def __copy__(self) -> Dict[str, Any]:
+    def __copy__(self) -> dict[str, Any]:
         return dict(self)
 
 
@@ -82,7 +83,7 @@ class JobResult:
     """The one final result of a job, ready to post."""
 
     job_id: str
-    body: Dict[str, Any]
+    body: dict[str, Any]
     payload: bytes  # body encoded once, UTF-8 JSON
     is_stream: bool = False
     refresh: bool = False  # refresh_worker: the worker stops after this job ("stopPod" on the wire)
@@ -93,7 +94,7 @@ class JobResult:
 
 def failure(job_id: str, message: str, refresh: bool = False) -> JobResult:
     """A small FAILED result carrying a plain message (timeouts, shutdown, refusals)."""
-    body: Dict[str, Any] = {"error": message}
+    body: dict[str, Any] = {"error": message}
     if refresh:
         body["stopPod"] = True
     return JobResult(job_id, body, encode(body), failed=True, refresh=refresh)
@@ -111,7 +112,7 @@ def error_text(error: Any) -> str:
     return mask(str(error))
 
 
-def normalize_output(value: Any, refresh_worker: bool = False) -> Tuple[Dict[str, Any], bool]:
+def normalize_output(value: Any, refresh_worker: bool = False) -> tuple[dict[str, Any], bool]:
     """Turn a handler's return value into the body to post.
 
     Returns ``(body, refresh)``. The caller's value is never mutated.
@@ -122,7 +123,7 @@ def normalize_output(value: Any, refresh_worker: bool = False) -> Tuple[Dict[str
         error = output.pop("error", None)
         if "refresh_worker" in output:
             refresh = bool(output.pop("refresh_worker")) or refresh
-        body: Dict[str, Any] = {}
+        body: dict[str, Any] = {}
         if output:
             body["output"] = output
         if error:
@@ -149,7 +150,7 @@ def error_payload(
     *,
     platform: str = "runpod",
     secrets: Iterable[Optional[str]] = (),
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """The details of a handler exception, as the platform's reference SDK reports them.
 
     RunPod gets runpod 1.12's keys and formats (``error_type`` is
@@ -160,7 +161,7 @@ def error_payload(
     """
     if tb is None:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    details: Dict[str, Any] = {
+    details: dict[str, Any] = {
         "error_type": type(exc).__name__ if platform == "waverless" else str(type(exc)),
         "error_message": _exception_text(exc),
         "error_traceback": tb,
@@ -170,7 +171,7 @@ def error_payload(
     if platform != "waverless":
         details["runpod_version"] = RUNPOD_VERSION
     details["wavespeed_version"] = __version__
-    masked: Dict[str, Any] = mask_value(details, secrets)
+    masked: dict[str, Any] = mask_value(details, secrets)
     return masked
 
 
@@ -259,7 +260,7 @@ def _encode_large(body: Any) -> bytes:
     256 KB at a time (escaped only where a slice needs it). ``BytesIO.getvalue()``
     hands that buffer over without copying it (CPython).
     """
-    pieces: List[Union[bytes, str]] = []  # JSON text, or a large string to quote
+    pieces: list[Union[bytes, str]] = []  # JSON text, or a large string to quote
     _flatten(body, pieces, 0)
     size = sum(len(piece) + 2 if isinstance(piece, str) else len(piece) for piece in pieces)
     out = io.BytesIO()
@@ -275,7 +276,7 @@ def _encode_large(body: Any) -> bytes:
     return out.getvalue()
 
 
-def _flatten(value: Any, pieces: List[Union[bytes, str]], depth: int) -> None:
+def _flatten(value: Any, pieces: list[Union[bytes, str]], depth: int) -> None:
     kind = type(value)
     if kind is str and len(value) >= _LARGE:
         pieces.append(value)

@@ -10,7 +10,7 @@ jobs of a batch still run.
 
 import json
 import re
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional
 
 from .logs import logger
 from .outcomes import TakeKind, TakeResult
@@ -103,9 +103,9 @@ def _add_malformed(result: TakeResult, job_id: Optional[str], why: str) -> None:
         result.malformed.append((job_id, why))
 
 
-def _element_spans(raw: bytes) -> List[Tuple[int, int]]:
+def _element_spans(raw: bytes) -> list[tuple[int, int]]:
     """The byte spans of a top-level JSON list's elements (a truncated list too)."""
-    spans: List[Tuple[int, int]] = []
+    spans: list[tuple[int, int]] = []
     depth, start = 0, -1
     for count, match in enumerate(_TOKEN.finditer(raw)):
         first = raw[match.start()]

@@ -25,7 +25,8 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Dict, Mapping, Optional, Sequence, TextIO, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, TextIO, Union
 
 from .config import LOG_LEVELS, TRACE, Config
 from .job import current_job
@@ -276,7 +277,7 @@ def ensure_handler() -> None:
 
 LevelSpec = Union[str, int]
 
-_NAMED: Dict[str, int] = dict(LOG_LEVELS, TIP=logging.INFO)
+_NAMED: dict[str, int] = dict(LOG_LEVELS, TIP=logging.INFO)
 
 
 def level_number(level: LevelSpec) -> int:

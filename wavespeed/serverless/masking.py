@@ -16,7 +16,8 @@ config object to hang the value on.
 """
 
 import threading
-from typing import Any, Iterable, Optional, Tuple
+from collections.abc import Iterable
+from typing import Any, Optional
 
 __all__ = ["MASK", "MIN_SECRET_LENGTH", "SecretRegistry", "REGISTRY", "mask", "mask_value"]
 
@@ -33,10 +34,10 @@ class SecretRegistry:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._api_key: Optional[str] = None
-        self._registered: Tuple[str, ...] = ()
+        self._registered: tuple[str, ...] = ()
         # Longest first, so a secret containing another is masked whole.
         # Replaced as a whole tuple: readers never lock.
-        self._ordered: Tuple[str, ...] = ()
+        self._ordered: tuple[str, ...] = ()
 
     def set_api_key(self, key: Optional[str]) -> None:
         """The API key of the configuration ``start()`` built (replaces the previous one)."""
@@ -61,7 +62,7 @@ class SecretRegistry:
             values.add(self._api_key)
         self._ordered = tuple(sorted(values, key=len, reverse=True))
 
-    def values(self) -> Tuple[str, ...]:
+    def values(self) -> tuple[str, ...]:
         return self._ordered
 
     def mask(self, text: str, extra: Iterable[Optional[str]] = ()) -> str:

@@ -8,7 +8,7 @@ only here, only when ``start()`` runs. No label carries a job id: label
 values are a handful of fixed words, so cardinality stays bounded.
 """
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Optional
 
 MISSING = (
     "metrics need the optional extra: pip install 'wavespeed[metrics]' "
@@ -50,7 +50,7 @@ class NullMetrics:
     ) -> None:
         pass
 
-    def render(self) -> Tuple[int, bytes, str]:
+    def render(self) -> tuple[int, bytes, str]:
         """(status, body, content type) for ``GET /metrics``."""
         return 404, MISSING.encode("utf-8"), "text/plain; charset=utf-8"
 
@@ -138,7 +138,7 @@ class Metrics(NullMetrics):
         if spool_size is not None:
             self.spool.set_function(spool_size)
 
-    def render(self) -> Tuple[int, bytes, str]:
+    def render(self) -> tuple[int, bytes, str]:
         return (
             200,
             self._prometheus.generate_latest(self.registry),

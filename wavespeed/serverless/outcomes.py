@@ -6,7 +6,7 @@ raises on any other value, so a new member cannot be mishandled silently.
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 
 class TakeKind(enum.Enum):
@@ -43,8 +43,8 @@ class TakeResult:
     """What one job-take returned."""
 
     kind: TakeKind
-    jobs: List[Dict[str, Any]] = field(default_factory=list)
-    malformed: List[Tuple[str, str]] = field(default_factory=list)  # (job id, why)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    malformed: list[tuple[str, str]] = field(default_factory=list)  # (job id, why)
     retry_after: Optional[float] = None
     detail: str = ""
 
@@ -72,5 +72,5 @@ class CancelPoll:
     """What one poll of the job-stop channel returned."""
 
     kind: CancelKind
-    ids: List[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
     detail: str = ""

@@ -2,7 +2,7 @@
 
 import threading
 import weakref
-from typing import Any, Dict, Optional
+from typing import Any, Optional
 
 from .job import Job, current_job
 from .logs import logger
@@ -21,7 +21,7 @@ class RunningJobs:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._jobs: Dict[str, "weakref.ref[Job]"] = {}
+        self._jobs: dict[str, weakref.ref[Job]] = {}
 
     def track(self, job: Job, running: bool) -> None:
         with self._lock:

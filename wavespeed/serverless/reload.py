@@ -17,7 +17,7 @@ import runpy
 import sys
 import traceback
 from types import TracebackType
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Optional
 
 from .config import Config
 from .errors import ConfigError
@@ -66,7 +66,7 @@ def serve_with_reload(config: Config) -> None:
     )
 
 
-def main_target() -> Tuple[str, str]:
+def main_target() -> tuple[str, str]:
     """How this process was started: ("module", name) for ``-m``, else ("path", file)."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
@@ -98,9 +98,9 @@ def handler_folder(handler: Callable[..., Any]) -> str:
     return os.getcwd()
 
 
-def python_files(folder: str, limit: int = MAX_WATCHED) -> List[str]:
+def python_files(folder: str, limit: int = MAX_WATCHED) -> list[str]:
     """The .py files under ``folder``, skipping hidden folders, caches and virtualenvs."""
-    found: List[str] = []
+    found: list[str] = []
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(
             d

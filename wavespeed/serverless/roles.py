@@ -12,7 +12,7 @@ creation refused, a failure outside the guard) is noticed by the
 import threading
 import time
 from collections import deque
-from typing import Callable, Deque, Dict, List, Optional
+from typing import Callable, Optional
 
 from .logs import logger
 
@@ -139,9 +139,9 @@ class Supervisor:
         self._on_restart = on_restart
         self.max_restarts = max_restarts
         self.window = window
-        self._roles: List[Role] = []
-        self._restarts: Dict[str, Deque[float]] = {}
-        self.deaths: Dict[str, str] = {}  # role -> last reason, for /health and the log
+        self._roles: list[Role] = []
+        self._restarts: dict[str, deque[float]] = {}
+        self.deaths: dict[str, str] = {}  # role -> last reason, for /health and the log
         self.restart_count = 0
 
     def add(self, role: Role) -> Role:
@@ -150,7 +150,7 @@ class Supervisor:
         return role
 
     @property
-    def roles(self) -> List[Role]:
+    def roles(self) -> list[Role]:
         return list(self._roles)
 
     def check(self, now: Optional[float] = None) -> Optional[str]:

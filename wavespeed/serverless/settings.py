@@ -14,14 +14,15 @@ Nothing here runs at import.
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Optional
 
 from .errors import ConfigError
 
 TRACE = 5  # below DEBUG; runpod's extra level
 
-LOG_LEVELS: Dict[str, int] = {
+LOG_LEVELS: dict[str, int] = {
     "NOTSET": logging.NOTSET,
     "TRACE": TRACE,
     "DEBUG": logging.DEBUG,
@@ -150,7 +151,7 @@ def choice(*values: str) -> Kind:
     return Kind(parse, "|".join(values))
 
 
-def _host_list(value: Any, source: str) -> Tuple[str, ...]:
+def _host_list(value: Any, source: str) -> tuple[str, ...]:
     """``"a.example, b.example"`` (or a list, from Python) to a tuple of names."""
     items = value.split(",") if isinstance(value, str) else value
     try:
@@ -211,14 +212,14 @@ REQUIRED: Any = _Required()
 class EnvNames:
     """A setting's variables: per platform, or the same (ours) on both."""
 
-    runpod: Tuple[str, ...] = ()
-    waverless: Tuple[str, ...] = ()
+    runpod: tuple[str, ...] = ()
+    waverless: tuple[str, ...] = ()
     own: bool = False  # read on both platforms (WAVESPEED_* and the pod ids)
 
-    def on(self, platform: str) -> Tuple[str, ...]:
+    def on(self, platform: str) -> tuple[str, ...]:
         return self.waverless if platform == "waverless" else self.runpod
 
-    def all(self) -> Tuple[str, ...]:
+    def all(self) -> tuple[str, ...]:
         return self.runpod + tuple(n for n in self.waverless if n not in self.runpod)
 
 
@@ -243,7 +244,7 @@ class Setting:
     default: Any = None  # a value, a Computed, or REQUIRED
     env: EnvNames = NO_ENV  # on a platform: the first of its names that is set wins
     start_key: Optional[str] = None
-    flags: Tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
     default_doc: Optional[str] = None  # how help and README show the default
 
     def describe_default(self) -> str:
@@ -277,7 +278,7 @@ def start_key_source(key: str) -> str:
     return f"start() key {key!r}"
 
 
-def first_set(environ: Mapping[str, str], names: Sequence[str]) -> Tuple[str, Optional[str]]:
+def first_set(environ: Mapping[str, str], names: Sequence[str]) -> tuple[str, Optional[str]]:
     """``(name, value)`` of the first of ``names`` that is set and not empty.
 
     ``(names[0], None)`` when none is.
@@ -293,9 +294,9 @@ def raw_value(
     setting: Setting,
     environ: Mapping[str, str],
     platform: str,
-    flags: Mapping[str, Tuple[str, Any]],
+    flags: Mapping[str, tuple[str, Any]],
     start: Mapping[str, Any],
-) -> Optional[Tuple[Any, str]]:
+) -> Optional[tuple[Any, str]]:
     """The winning ``(raw value, source)`` of one setting, or None for its default.
 
     Flag, then environment, then start() key. An empty variable and a None
@@ -315,17 +316,17 @@ def raw_value(
 def resolve(
     environ: Mapping[str, str],
     platform: str,
-    flags: Mapping[str, Tuple[str, Any]],
+    flags: Mapping[str, tuple[str, Any]],
     start: Mapping[str, Any],
     settings: Sequence[Setting],
-) -> Dict[str, Resolved]:
+) -> dict[str, Resolved]:
     """Every setting's value and source; ConfigError names the bad value's source.
 
     ``flags`` maps a setting name to ``(flag spelling, raw value)`` as
     ``cli.parse_args`` returns it.
     """
-    resolved: Dict[str, Resolved] = {}
-    values: Dict[str, Any] = {}
+    resolved: dict[str, Resolved] = {}
+    values: dict[str, Any] = {}
     for setting in settings:
         found = raw_value(setting, environ, platform, flags, start)
         if found is not None:

@@ -10,7 +10,7 @@ import os
 import signal
 import threading
 from types import FrameType, TracebackType
-from typing import Any, Dict, Optional, Type
+from typing import Any, Optional
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -22,7 +22,7 @@ class SignalGuard:
         self.worker = worker
         self.received = 0
         self.exit_code = 0
-        self._previous: Dict[int, Any] = {}
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "SignalGuard":
         if threading.current_thread() is threading.main_thread():
@@ -32,7 +32,7 @@ class SignalGuard:
 
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
+        exc_type: Optional[type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:

@@ -22,8 +22,9 @@ import json
 import os
 import stat
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Optional
 
 from .logs import logger
 
@@ -110,7 +111,7 @@ class Spool:
             return None
         return path
 
-    def _names(self, suffix: str = ".json") -> List[str]:
+    def _names(self, suffix: str = ".json") -> list[str]:
         try:
             return sorted(n for n in os.listdir(self.directory) if n.endswith(suffix))
         except FileNotFoundError:
@@ -119,7 +120,7 @@ class Spool:
             log.warning("cannot read the spool folder %s: %s", self.directory, exc)
             return []
 
-    def paths(self) -> List[str]:
+    def paths(self) -> list[str]:
         """The entries' paths, oldest first (nothing is read)."""
         return [os.path.join(self.directory, n) for n in self._names()]
 
@@ -179,7 +180,7 @@ def _unlink(path: str) -> None:
 
 
 # What sending one spooled result came to: (delivered or finally refused, detail).
-SendFn = Callable[[SpoolEntry], Tuple[bool, str]]
+SendFn = Callable[[SpoolEntry], tuple[bool, str]]
 
 
 class Resender:
@@ -203,7 +204,7 @@ class Resender:
         self.base = base
         self.cap = cap
         self._clock = clock
-        self._due: Dict[str, Tuple[float, int]] = {}  # path -> (next try, failures)
+        self._due: dict[str, tuple[float, int]] = {}  # path -> (next try, failures)
         self.sent = 0
 
     def turn(self) -> Optional[float]:

@@ -34,9 +34,10 @@ the hot path reads top to bottom here (which is why it is over 400 lines).
 import json
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, cast
+from typing import Any, Callable, Optional, cast
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -48,7 +49,7 @@ from urllib3.util.timeout import Timeout
 
 from .. import __version__
 from .config import Config
-from .connections import Tracker, TrackedAdapter
+from .connections import TrackedAdapter, Tracker
 from .jobtake import parse_jobs, read_take_body
 from .logs import logger
 from .outcomes import CancelKind, CancelPoll, Delivery, Outcome, TakeKind, TakeResult
@@ -101,7 +102,7 @@ NETWORK_ERRORS = (HTTPError, OSError, ValueError)
 class _JobRoute:
     """Everything posting for one job needs, prepared once per job."""
 
-    headers: Dict[str, str]
+    headers: dict[str, str]
     done: str  # job-done request target, isStream=false
     done_final_stream: str  # the same with isStream=true
     stream: str  # job-stream request target ("" without a stream URL)
@@ -137,19 +138,19 @@ class Transport:
             )
         )
         self.heartbeat = self._session(HTTPAdapter(max_retries=0, pool_maxsize=1))
-        self._pools: Dict[Tuple[int, str], HTTPConnectionPool] = {}
+        self._pools: dict[tuple[int, str], HTTPConnectionPool] = {}
         self._pools_lock = threading.Lock()
         self._closed = False
         self._headers = self._base_headers()
         self._fetch_timeout = Timeout(connect=CONNECT_TIMEOUT, read=config.fetch_timeout)
         # Both bounded and thread-safe (lru_cache locks internally).
-        self._take_route: Callable[[int, bool], Tuple[HTTPConnectionPool, str]] = lru_cache(
+        self._take_route: Callable[[int, bool], tuple[HTTPConnectionPool, str]] = lru_cache(
             maxsize=64
         )(self._make_take_route)
         # Request targets of job-done (isStream false, true) and job-stream, "$ID" still in.
-        self._job_targets: Optional[Tuple[str, ...]] = None
+        self._job_targets: Optional[tuple[str, ...]] = None
         self._job_route: Callable[[str], _JobRoute] = lru_cache(maxsize=512)(self._make_job_route)
-        self._lane: Callable[[requests.Session, str], Tuple[HTTPConnectionPool, Retry]] = lru_cache(
+        self._lane: Callable[[requests.Session, str], tuple[HTTPConnectionPool, Retry]] = lru_cache(
             maxsize=8
         )(self._make_lane)
 
@@ -162,13 +163,13 @@ class Transport:
         session.trust_env = False  # no proxies or netrc from the container's env
         return session
 
-    def _base_headers(self) -> Dict[str, str]:
+    def _base_headers(self) -> dict[str, str]:
         headers = {"User-Agent": USER_AGENT}
         if self.config.api_key:
             headers["Authorization"] = self.config.api_key
         return headers
 
-    def headers(self, job_id: Optional[str] = None, content: bool = False) -> Dict[str, str]:
+    def headers(self, job_id: Optional[str] = None, content: bool = False) -> dict[str, str]:
         """The headers of a request (for a job: with its header-safe ``X-Request-ID``)."""
         headers = dict(self._headers)
         if job_id is not None:
@@ -180,7 +181,7 @@ class Transport:
 
     # -- pools and request targets ------------------------------------------------
 
-    def _route(self, session: requests.Session, url: str) -> Tuple[HTTPConnectionPool, str]:
+    def _route(self, session: requests.Session, url: str) -> tuple[HTTPConnectionPool, str]:
         """The session's pool for ``url``'s origin, and the request target."""
         parts = urlsplit(url)
         cut = len(parts.scheme) + 3 + len(parts.netloc)
@@ -218,19 +219,19 @@ class Transport:
 
     def take_url(self, free: int, in_progress: bool) -> str:
         url = self.config.job_take_url or ""
-        params: Dict[str, Any] = {"job_in_progress": 1 if in_progress else 0}
+        params: dict[str, Any] = {"job_in_progress": 1 if in_progress else 0}
         if free > 1 and "/job-take/" in url:
             url = url.replace("/job-take/", "/job-take-batch/", 1)
             params["batch_size"] = free
         return with_query(url, params)
 
-    def _make_lane(self, session: requests.Session, url: str) -> Tuple[HTTPConnectionPool, Retry]:
+    def _make_lane(self, session: requests.Session, url: str) -> tuple[HTTPConnectionPool, Retry]:
         """The pool a session posts to ``url``'s origin through, and its retry policy."""
         adapter = session.get_adapter(url)
         assert isinstance(adapter, HTTPAdapter)
         return self._route(session, url)[0], adapter.max_retries
 
-    def _make_take_route(self, free: int, in_progress: bool) -> Tuple[HTTPConnectionPool, str]:
+    def _make_take_route(self, free: int, in_progress: bool) -> tuple[HTTPConnectionPool, str]:
         return self._route(self.fetch, self.take_url(free, in_progress))
 
     def _make_job_route(self, job_id: str) -> _JobRoute:
@@ -383,7 +384,7 @@ class Transport:
         session: requests.Session,
         template: str,
         target: str,
-        headers: Dict[str, str],
+        headers: dict[str, str],
         payload: bytes,
         deadline: Optional[float],
     ) -> Delivery:
@@ -400,7 +401,7 @@ class Transport:
         self,
         pool: HTTPConnectionPool,
         target: str,
-        headers: Dict[str, str],
+        headers: dict[str, str],
         payload: bytes,
         policy: Retry,
         deadline: float,
@@ -489,7 +490,7 @@ class Transport:
         """Send one heartbeat naming the running jobs; False when it failed."""
         if not self.config.ping_url:
             return False
-        params: Dict[str, Any] = {}
+        params: dict[str, Any] = {}
         ids = ",".join(job_ids)
         if ids:
             params["job_id"] = ids

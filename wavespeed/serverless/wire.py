@@ -3,7 +3,8 @@ Retry-After, retry policies and short texts for network errors."""
 
 import email.utils
 import time
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
 from urllib3.util.retry import Retry
@@ -103,7 +104,7 @@ def retry_policy(total: int, backoff_factor: float, backoff_max: float) -> Retry
     so the cap also rides on a subclass, which ``Retry.new()`` preserves.
     """
     capped = type("CappedRetry", (Retry,), {"DEFAULT_BACKOFF_MAX": backoff_max})
-    options: Dict[str, Any] = dict(
+    options: dict[str, Any] = dict(
         total=total,
         connect=total,
         read=total,

@@ -23,8 +23,9 @@ import json
 import math
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from ..config import Config
@@ -118,7 +119,7 @@ def _too_deep(value: Any) -> bool:
         depth += 1
         if depth > MAX_JSON_DEPTH:
             return True
-        below: List[Any] = []
+        below: list[Any] = []
         for item in level:
             children = item.values() if isinstance(item, dict) else item
             below.extend([c for c in children if isinstance(c, (dict, list))])
@@ -126,7 +127,7 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-def parse_run_request(raw: bytes) -> Tuple[Any, Optional[str], Optional[float], Dict[str, Any]]:
+def parse_run_request(raw: bytes) -> tuple[Any, Optional[str], Optional[float], dict[str, Any]]:
     """Check a /run body; return (input, webhook, timeout seconds, extra job keys)."""
     too_deep = f"the request body is nested more than {MAX_JSON_DEPTH} levels deep"
     try:
@@ -171,7 +172,7 @@ def parse_run_request(raw: bytes) -> Tuple[Any, Optional[str], Optional[float], 
 # -- the checks before every route -------------------------------------------------------
 
 
-def _split_host(value: str) -> Optional[Tuple[str, Optional[int]]]:
+def _split_host(value: str) -> Optional[tuple[str, Optional[int]]]:
     """``(name, port)`` of a Host header value; None when it is not one."""
     try:
         parts = urlsplit("//" + value)
@@ -183,7 +184,7 @@ def _split_host(value: str) -> Optional[Tuple[str, Optional[int]]]:
     return parts.hostname.lower(), port
 
 
-def host_refusal(host: str, allowed: FrozenSet[str]) -> Optional[str]:
+def host_refusal(host: str, allowed: frozenset[str]) -> Optional[str]:
     """Why ``host`` may not reach an API bound to loopback; None when it may."""
     split = _split_host(host)
     if split is not None and ("*" in allowed or split[0] in allowed):
@@ -349,7 +350,7 @@ def create_app(
     def purge(**_: str) -> "flask.Response":
         return reply({"removed": jobs.purge(), "status": "completed"})
 
-    routes: List[Tuple[str, str, Callable[..., Any], Tuple[str, ...]]] = [
+    routes: list[tuple[str, str, Callable[..., Any], tuple[str, ...]]] = [
         ("/run", "run", run, ("POST",)),
         ("/runsync", "runsync", runsync, ("POST",)),
         ("/status/<job_id>", "status", status, ("GET", "POST")),

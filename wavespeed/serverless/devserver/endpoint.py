@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Optional
 
 from ..config import Config
 from ..engine import Engine
@@ -80,10 +80,10 @@ class JobRecord:
     status: str = IN_QUEUE
     started: Optional[float] = None
     finished: Optional[float] = None
-    body: Dict[str, Any] = field(default_factory=dict)  # final output / error
+    body: dict[str, Any] = field(default_factory=dict)  # final output / error
     progress: Any = None
     has_progress: bool = False
-    chunks: List[Any] = field(default_factory=list)
+    chunks: list[Any] = field(default_factory=list)
     cursor: int = 0  # chunks before this index were returned by /stream
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -104,7 +104,7 @@ class JobStore:
         self.max_jobs = max(1, max_jobs)
         self.ttl = ttl
         self._clock = clock
-        self._jobs: "OrderedDict[str, JobRecord]" = OrderedDict()
+        self._jobs: OrderedDict[str, JobRecord] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -142,7 +142,7 @@ class JobStore:
             del self._jobs[job_id]
         return len(expired)
 
-    def records(self) -> List[JobRecord]:
+    def records(self) -> list[JobRecord]:
         return list(self._jobs.values())
 
 
@@ -228,10 +228,10 @@ class LocalEndpoint:
         job_input: Any,
         webhook: Optional[str] = None,
         timeout: Optional[float] = None,
-        extra: Optional[Dict[str, Any]] = None,
+        extra: Optional[dict[str, Any]] = None,
     ) -> JobRecord:
         """Queue a job; it starts as soon as a slot is free. Raises StoreFull."""
-        data: Dict[str, Any] = dict(extra or {})
+        data: dict[str, Any] = dict(extra or {})
         data.update(id=str(uuid.uuid4()), input=job_input)  # uuid4: unguessable
         if timeout is None:
             timeout = self.config.job_timeout
@@ -249,12 +249,12 @@ class LocalEndpoint:
         with self._cond:
             return self.store.get(job_id)
 
-    def document(self, record: JobRecord) -> Dict[str, Any]:
+    def document(self, record: JobRecord) -> dict[str, Any]:
         """The status document of a job, as the platform's /status returns it."""
         with self._cond:
             return self._document(record)
 
-    def wait(self, record: JobRecord, timeout: float) -> Dict[str, Any]:
+    def wait(self, record: JobRecord, timeout: float) -> dict[str, Any]:
         """Wait up to ``timeout`` seconds for the job to end (or ``close()``); return its document."""
         with self._cond:
             self._cond.wait_for(
@@ -262,7 +262,7 @@ class LocalEndpoint:
             )
             return self._document(record)
 
-    def take_stream(self, record: JobRecord, wait: float = 0.0) -> Dict[str, Any]:
+    def take_stream(self, record: JobRecord, wait: float = 0.0) -> dict[str, Any]:
         """The chunks produced since the previous call, waiting up to ``wait`` s for one."""
         deadline = time.monotonic() + max(0.0, wait)
         with self._cond:
@@ -277,7 +277,7 @@ class LocalEndpoint:
                 self._cond.wait(remaining)
             chunks = record.chunks[record.cursor :]
             record.cursor = len(record.chunks)
-            doc: Dict[str, Any] = {
+            doc: dict[str, Any] = {
                 "id": record.id,
                 "status": record.status,
                 "stream": [{"output": c} for c in chunks],
@@ -286,7 +286,7 @@ class LocalEndpoint:
                 doc["error"] = record.body["error"]
             return doc
 
-    def cancel(self, job_id: str) -> Optional[Dict[str, Any]]:
+    def cancel(self, job_id: str) -> Optional[dict[str, Any]]:
         """Cancel a queued or running job; None when the id is unknown."""
         with self._cond:
             record = self.store.get(job_id)
@@ -307,7 +307,7 @@ class LocalEndpoint:
             log.info("purged %d queued jobs", removed)
         return removed
 
-    def health(self) -> Dict[str, Any]:
+    def health(self) -> dict[str, Any]:
         """The platform's /health shape: job counts and worker (slot) counts."""
         running = len(self.engine)
         with self._cond:
@@ -393,7 +393,7 @@ class LocalEndpoint:
                 return
             self._end(record, status, body)
 
-    def _end(self, record: JobRecord, status: str, body: Dict[str, Any]) -> None:
+    def _end(self, record: JobRecord, status: str, body: dict[str, Any]) -> None:
         """Give a job its final status (lock held); queue its webhook."""
         record.status = status
         record.body = body
@@ -408,8 +408,8 @@ class LocalEndpoint:
         if record.webhook and status in WEBHOOK_STATUSES:
             self.webhooks.post_later(record.id, record.webhook, self._document(record))
 
-    def _document(self, record: JobRecord) -> Dict[str, Any]:
-        doc: Dict[str, Any] = {"id": record.id, "status": record.status}
+    def _document(self, record: JobRecord) -> dict[str, Any]:
+        doc: dict[str, Any] = {"id": record.id, "status": record.status}
         now = self._clock()
         if record.started is not None:
             doc["delayTime"] = _ms(record.started - record.created)

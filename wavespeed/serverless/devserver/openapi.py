@@ -1,11 +1,11 @@
 """The OpenAPI 3 document of the local API, served at ``/openapi.json``."""
 
-from typing import Any, Dict, Tuple
+from typing import Any
 
 from .endpoint import CANCELLED, COMPLETED, FAILED, IN_PROGRESS, IN_QUEUE, TIMED_OUT
 
 
-def openapi_document() -> Dict[str, Any]:
+def openapi_document() -> dict[str, Any]:
     """An OpenAPI 3 description of the local API's routes."""
     job_id = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
     status_doc = {"$ref": "#/components/schemas/JobStatus"}
@@ -15,10 +15,10 @@ def openapi_document() -> Dict[str, Any]:
         "content": _json({"$ref": "#/components/schemas/RunRequest"}),
     }
 
-    def reply(description: str, schema: Dict[str, Any]) -> Dict[str, Any]:
+    def reply(description: str, schema: dict[str, Any]) -> dict[str, Any]:
         return {"description": description, "content": _json(schema)}
 
-    def wait(what: str) -> Dict[str, Any]:
+    def wait(what: str) -> dict[str, Any]:
         return {
             "name": "wait",
             "in": "query",
@@ -29,8 +29,8 @@ def openapi_document() -> Dict[str, Any]:
         }
 
     def job_route(
-        summary: str, schema: Dict[str, Any], methods: Tuple[str, ...], waits: str = ""
-    ) -> Dict[str, Any]:
+        summary: str, schema: dict[str, Any], methods: tuple[str, ...], waits: str = ""
+    ) -> dict[str, Any]:
         operation = {
             "summary": summary,
             "parameters": [job_id, wait(waits)] if waits else [job_id],
@@ -142,7 +142,7 @@ def openapi_document() -> Dict[str, Any]:
     }
 
 
-def _json(schema: Dict[str, Any]) -> Dict[str, Any]:
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
     return {"application/json": {"schema": schema}}
 
 

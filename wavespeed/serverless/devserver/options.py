@@ -7,7 +7,7 @@ down to the endpoint, the app and the server, which derive nothing else.
 
 import ipaddress
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import Optional
 
 from ..config import Config
 
@@ -60,7 +60,7 @@ class ApiOptions:
         return max(1, threads - max(2, threads // 4))
 
 
-def bind_address(config: Config) -> Tuple[str, int, str]:
+def bind_address(config: Config) -> tuple[str, int, str]:
     """``(host, port, name)`` the config asks to serve on."""
     if config.mode == "realtime":
         return "0.0.0.0", config.realtime_port, "realtime"

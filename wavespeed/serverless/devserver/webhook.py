@@ -12,7 +12,7 @@ are never followed, anywhere: a 3xx answer ends the delivery.
 import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Optional
 from urllib.parse import urlsplit
 
 from ..logs import logger
@@ -66,14 +66,14 @@ class Webhooks:
         except OSError:
             return
 
-    def post_later(self, job_id: str, url: str, doc: Dict[str, Any]) -> None:
+    def post_later(self, job_id: str, url: str, doc: dict[str, Any]) -> None:
         """Queue the POST of ``doc`` to ``url``; never blocks on the network."""
         try:
             self._pool.submit(self.send, job_id, url, doc)
         except RuntimeError:  # shutting down
             log.warning("webhook for job %s not sent: shutting down", job_id)
 
-    def send(self, job_id: str, url: str, doc: Dict[str, Any]) -> bool:
+    def send(self, job_id: str, url: str, doc: dict[str, Any]) -> bool:
         """POST ``doc``, retrying connection errors, 408, 429 and 5xx; True when accepted."""
         import urllib3
 
@@ -116,10 +116,10 @@ class Webhooks:
 
     # -- one attempt ----------------------------------------------------------------
 
-    def _addresses(self, host: str, port: int) -> List[str]:
+    def _addresses(self, host: str, port: int) -> list[str]:
         """The host's addresses; WebhookRefused when one is not public (and that is not allowed)."""
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        addresses: List[str] = []
+        addresses: list[str] = []
         for info in infos:
             address = str(info[4][0])
             if address not in addresses:
@@ -174,7 +174,7 @@ class Webhooks:
         raise ConnectionError(f"cannot connect to {host}: {problem}")
 
 
-def split_url(url: str) -> Tuple[str, str, int]:
+def split_url(url: str) -> tuple[str, str, int]:
     """``(scheme, host, port)`` of an http(s) URL; WebhookRefused when it is not one."""
     try:
         parts = urlsplit(url)

@@ -11,9 +11,9 @@ Names are imported on first use.
 """
 
 import importlib
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
-_EXPORTS: Dict[str, Tuple[str, str]] = {
+_EXPORTS: dict[str, tuple[str, str]] = {
     "progress_update": ("progress", "progress_update"),
     "async_progress_update": ("progress", "async_progress_update"),
     "log": ("logger", "log"),
@@ -34,5 +34,5 @@ def __getattr__(name: str) -> Any:
     return getattr(importlib.import_module(f"{__name__}.{module_name}"), attribute)
 
 
-def __dir__() -> List[str]:
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))

@@ -9,7 +9,7 @@ timestamped one, and go to stdout (stderr in local test mode).
 
 import threading
 from enum import IntEnum
-from typing import Any, Dict, Optional, Union
+from typing import Any, Optional, Union
 
 from ..logs import JobLogger, set_levels
 
@@ -41,7 +41,7 @@ _BY_NAME = {
 class WaverlessLogger(JobLogger):
     """wavespeed 1.0's logger: a single instance per class, every line through ``log()``."""
 
-    _instances: Dict[type, "WaverlessLogger"] = {}
+    _instances: dict[type, "WaverlessLogger"] = {}
     _instances_lock = threading.Lock()
 
     def __new__(cls) -> "WaverlessLogger":

@@ -8,8 +8,10 @@ True when the update was taken, False when the job is not running here
 
 from typing import Any
 
-from ..progress import _target  # the one lookup rule: the job itself, the current job, or its id
-from ..progress import progress_update as _progress_update
+from ..progress import (
+    _target,  # the one lookup rule: the job itself, the current job, or its id
+    progress_update as _progress_update,
+)
 
 __all__ = ["progress_update", "async_progress_update"]
 

@@ -32,10 +32,10 @@ needed by the upload calls.
 """
 
 import importlib
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 # name -> (submodule, attribute)
-_EXPORTS: Dict[str, Tuple[str, str]] = {
+_EXPORTS: dict[str, tuple[str, str]] = {
     "validate": ("validation", "validate"),
     "download_file": ("download", "download_file"),
     "download_files_from_urls": ("download", "download_files_from_urls"),
@@ -94,5 +94,5 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def __dir__() -> List[str]:
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_EXPORTS))

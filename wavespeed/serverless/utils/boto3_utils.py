@@ -23,7 +23,7 @@ call, and its absence raises ``MissingExtra``.
 import io
 import os
 import shutil
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional
 
 from ..logs import ensure_handler, logger
 from .upload import load_boto3, region_from_url, transfer_config
@@ -53,7 +53,7 @@ def create_boto_client(
     access_key_id: str,
     secret_access_key: str,
     region: Optional[str] = None,
-) -> Tuple[Any, Any]:
+) -> tuple[Any, Any]:
     """``(s3 client, TransferConfig)`` for an endpoint; the region is read from the URL when not given."""
     boto3, Config = load_boto3()
     client = boto3.session.Session().client(
@@ -89,7 +89,7 @@ def upload_file_to_bucket(
     secret_access_key: str,
     bucket_name: str,
     prefix: Optional[str] = None,
-    extra_args: Optional[Dict[str, Any]] = None,
+    extra_args: Optional[dict[str, Any]] = None,
     region: Optional[str] = None,
     presigned_url_expiry: int = SEVEN_DAYS,
     progress_callback: Optional[Callable[[int], Any]] = None,
@@ -98,7 +98,7 @@ def upload_file_to_bucket(
     client, config = create_boto_client(endpoint_url, access_key_id, secret_access_key, region)
     key = _key(file_name, prefix)
     log.debug("uploading %s to s3://%s/%s", file_location, bucket_name, key)
-    kwargs: Dict[str, Any] = {"Filename": file_location, "Bucket": bucket_name, "Key": key, "Config": config}
+    kwargs: dict[str, Any] = {"Filename": file_location, "Bucket": bucket_name, "Key": key, "Config": config}
     if extra_args:
         kwargs["ExtraArgs"] = dict(extra_args)
     if progress_callback is not None:
@@ -115,7 +115,7 @@ def upload_file_to_bucket_or_local(
     access_key_id: Optional[str] = None,
     secret_access_key: Optional[str] = None,
     prefix: Optional[str] = None,
-    extra_args: Optional[Dict[str, Any]] = None,
+    extra_args: Optional[dict[str, Any]] = None,
     region: Optional[str] = None,
     presigned_url_expiry: int = SEVEN_DAYS,
     progress_callback: Optional[Callable[[int], Any]] = None,
@@ -153,7 +153,7 @@ def upload_bytes_to_bucket(
     secret_access_key: str,
     bucket_name: str,
     prefix: Optional[str] = None,
-    extra_args: Optional[Dict[str, Any]] = None,
+    extra_args: Optional[dict[str, Any]] = None,
     region: Optional[str] = None,
     presigned_url_expiry: int = SEVEN_DAYS,
 ) -> str:
@@ -162,11 +162,11 @@ def upload_bytes_to_bucket(
     key = _key(file_name, prefix)
     data = bytes(file_data)
     if len(data) < _PUT_LIMIT:
-        put: Dict[str, Any] = dict(extra_args or {})
+        put: dict[str, Any] = dict(extra_args or {})
         put["Body"] = data
         client.put_object(Bucket=bucket_name, Key=key, **put)
     else:
-        kwargs: Dict[str, Any] = {"Bucket": bucket_name, "Key": key, "Config": config}
+        kwargs: dict[str, Any] = {"Bucket": bucket_name, "Key": key, "Config": config}
         if extra_args:
             kwargs["ExtraArgs"] = dict(extra_args)
         client.upload_fileobj(io.BytesIO(data), **kwargs)
@@ -186,7 +186,7 @@ def download_file_from_bucket(
 ) -> str:
     """Download ``[prefix/]file_name`` from the bucket to ``destination_path``; returns that path."""
     client, config = create_boto_client(endpoint_url, access_key_id, secret_access_key, region)
-    kwargs: Dict[str, Any] = {
+    kwargs: dict[str, Any] = {
         "Bucket": bucket_name,
         "Key": _key(file_name, prefix),
         "Filename": destination_path,

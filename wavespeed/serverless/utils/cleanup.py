@@ -2,7 +2,8 @@
 
 import os
 import shutil
-from typing import Iterable, List, Optional
+from collections.abc import Iterable
+from typing import Optional
 
 from ..logs import logger
 
@@ -24,7 +25,7 @@ def _refused(path: str) -> bool:
     return cwd == real or cwd.startswith(real.rstrip(os.sep) + os.sep)
 
 
-def clean(folder_list: Optional[Iterable[str]] = None) -> List[str]:
+def clean(folder_list: Optional[Iterable[str]] = None) -> list[str]:
     """Delete the default job folders and ``output.zip`` under the working
     directory, then each folder in ``folder_list``.
 
@@ -32,7 +33,7 @@ def clean(folder_list: Optional[Iterable[str]] = None) -> List[str]:
     and its parents are never deleted (logged instead). Returns the paths
     removed.
     """
-    removed: List[str] = []
+    removed: list[str] = []
     folders = list(DEFAULT_FOLDERS) + [str(f) for f in (folder_list or ()) if f]
     for folder in folders:
         if not os.path.lexists(folder):

@@ -7,7 +7,7 @@ driver's ``/proc/driver/nvidia/gpus`` entries, then ``nvidia-smi -L``.
 import os
 import shutil
 import subprocess
-from typing import List, Optional
+from typing import Optional
 
 __all__ = ["is_available", "device_count", "device_names"]
 
@@ -23,7 +23,7 @@ def _hidden_by_env() -> bool:
     return visible == "" or visible.startswith("-1") or visible == "NoDevFiles"
 
 
-def device_names(timeout: float = 10.0) -> List[str]:
+def device_names(timeout: float = 10.0) -> list[str]:
     """The GPU names ``nvidia-smi -L`` lists (empty when it is absent or fails)."""
     binary = shutil.which("nvidia-smi")
     if binary is None:

@@ -31,13 +31,14 @@ import functools
 import inspect
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Optional
 
 __all__ = ["Timings", "collecting", "current_timings", "system_info", "FunctionTimer", "LineTimer"]
 
 
-def system_info() -> Dict[str, str]:
+def system_info() -> dict[str, str]:
     """What runpod reports as ``system_info``, plus wavespeed's version."""
     import platform
 
@@ -62,9 +63,9 @@ class Timings:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self._lock = threading.Lock()
-        self._spans: List[Dict[str, Any]] = []
+        self._spans: list[dict[str, Any]] = []
         # runpod's named checkpoints: name -> (perf_counter start, its UTC time) or None.
-        self._checkpoints: Dict[str, Optional[Tuple[float, str]]] = {}
+        self._checkpoints: dict[str, Optional[tuple[float, str]]] = {}
 
     @staticmethod
     def _utc() -> str:
@@ -105,7 +106,7 @@ class Timings:
                 raise KeyError("Checkpoint has not been started.")
         self.record(name, started[0], started[1])
 
-    def entries(self) -> List[Dict[str, Any]]:
+    def entries(self) -> list[dict[str, Any]]:
         """The finished spans, in the order they finished."""
         with self._lock:
             return [dict(span) for span in self._spans]
@@ -115,7 +116,7 @@ class Timings:
             self._spans.clear()
             self._checkpoints.clear()
 
-    def report(self) -> Dict[str, Any]:
+    def report(self) -> dict[str, Any]:
         """What the runner puts in a job's ``rp_debugger`` output."""
         return {"system_info": system_info(), "timestamps": self.entries()}
 

@@ -43,7 +43,8 @@ import socket
 import time
 import uuid
 import zipfile
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Optional, Union
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
@@ -177,7 +178,7 @@ def is_public_address(address: str) -> bool:
     return bool(ip.is_global)
 
 
-def resolve_public(host: str, port: int, url: str = "") -> List[str]:
+def resolve_public(host: str, port: int, url: str = "") -> list[str]:
     """The addresses ``host`` resolves to, refusing them all if any is not public.
 
     Raises ``DownloadRefused`` for a non-public answer (unless private
@@ -190,12 +191,12 @@ def resolve_public(host: str, port: int, url: str = "") -> List[str]:
         raise DownloadError(str(exc), url or host) from None
 
 
-def _resolve(host: str, port: int, url: str) -> List[str]:
+def _resolve(host: str, port: int, url: str) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
         raise _Retryable(f"cannot resolve {host!r}: {exc}") from exc
-    addresses: List[str] = []
+    addresses: list[str] = []
     for info in infos:
         address = str(info[4][0])
         if address not in addresses:
@@ -254,8 +255,8 @@ def pinned_pool(scheme: str, host: str, address: str, port: int, timeout: Any) -
 
 
 def _open(
-    url: str, timeout: Tuple[float, float], headers: Mapping[str, str], max_redirects: int = MAX_REDIRECTS
-) -> Tuple[Any, Any, str]:
+    url: str, timeout: tuple[float, float], headers: Mapping[str, str], max_redirects: int = MAX_REDIRECTS
+) -> tuple[Any, Any, str]:
     """GET ``url``, following redirects, each hop checked and pinned to its address.
 
     Returns ``(response, pool, final_url)``; the caller reads and closes both.
@@ -316,10 +317,10 @@ def _fetch(
     url: str,
     destination: str,
     *,
-    timeout: Tuple[float, float] = (10.0, 30.0),
+    timeout: tuple[float, float] = (10.0, 30.0),
     max_bytes: Optional[int] = None,
     attempts: int = ATTEMPTS,
-) -> Dict[str, Any]:
+) -> dict[str, Any]:
     """Stream ``url`` into ``destination``; returns the response's headers and final URL."""
     import urllib3
 
@@ -390,7 +391,7 @@ def _remove(path: str) -> None:
 
 def _disposition_name(header: str) -> str:
     """The file name a Content-Disposition header gives (``filename*`` preferred)."""
-    params: Dict[str, str] = {}
+    params: dict[str, str] = {}
     for part in header.split(";"):
         if "=" in part:
             key, value = part.split("=", 1)
@@ -430,7 +431,7 @@ def _extract_zip(archive: str, folder: str, cap: int, max_entries: int) -> None:
                 f"(set {MAX_ZIP_ENTRIES_ENV} to change it)"
             )
         declared = 0
-        plan: List[Tuple[zipfile.ZipInfo, str]] = []
+        plan: list[tuple[zipfile.ZipInfo, str]] = []
         for info in members:
             name = info.filename
             mode = (info.external_attr >> 16) & 0o170000
@@ -462,7 +463,7 @@ def _extract_zip(archive: str, folder: str, cap: int, max_entries: int) -> None:
 
 def download_file(
     url: str, *, folder: str = "job_files", max_zip_entries: Optional[int] = None
-) -> Dict[str, Optional[str]]:
+) -> dict[str, Optional[str]]:
     """Download one file into ``folder`` (``./job_files``) under a random name.
 
     A ``.zip`` is extracted when it holds at most ``max_zip_entries`` entries
@@ -531,7 +532,7 @@ file = download_file
 
 def download_files_from_urls(
     job_id: str, urls: Union[str, Sequence[Optional[str]], None]
-) -> List[Optional[str]]:
+) -> list[Optional[str]]:
     """Download each URL into ``./jobs/<job_id>/downloaded_files/``, in parallel.
 
     Returns one absolute path per URL, in order; a ``None`` URL gives
@@ -540,7 +541,7 @@ def download_files_from_urls(
     """
     if urls is None:
         return [None]
-    items: List[Optional[str]] = [urls] if isinstance(urls, str) else list(urls)
+    items: list[Optional[str]] = [urls] if isinstance(urls, str) else list(urls)
     folder = os.path.abspath(os.path.join("jobs", _job_folder(job_id), "downloaded_files"))
     os.makedirs(folder, exist_ok=True)
 

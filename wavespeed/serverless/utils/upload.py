@@ -21,7 +21,8 @@ import os
 import shutil
 import time
 import uuid
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional
 
 from ..errors import WavespeedError
 from ..logs import ensure_handler, logger
@@ -51,7 +52,7 @@ class MissingExtra(WavespeedError, ImportError):
     """An optional dependency is needed for this call."""
 
 
-def load_boto3() -> Tuple[Any, Any]:
+def load_boto3() -> tuple[Any, Any]:
     """Import boto3 and botocore's Config class, or explain which extra to install.
 
     This is the one place boto3 is imported (tests replace ``boto3`` and
@@ -86,7 +87,7 @@ def transfer_config() -> Any:
     )
 
 
-def _credentials(bucket_creds: Optional[Mapping[str, Any]]) -> Optional[Tuple[str, str, str]]:
+def _credentials(bucket_creds: Optional[Mapping[str, Any]]) -> Optional[tuple[str, str, str]]:
     if bucket_creds:
         try:
             return (
@@ -121,7 +122,7 @@ def region_from_url(endpoint_url: str) -> Optional[str]:
     return None
 
 
-def _client(creds: Tuple[str, str, str]) -> Any:
+def _client(creds: tuple[str, str, str]) -> Any:
     boto3, Config = load_boto3()
     endpoint, key_id, secret = creds
     return boto3.session.Session().client(
@@ -134,7 +135,7 @@ def _client(creds: Tuple[str, str, str]) -> Any:
     )
 
 
-def get_boto_client(bucket_creds: Optional[Mapping[str, Any]] = None) -> Tuple[Any, Any]:
+def get_boto_client(bucket_creds: Optional[Mapping[str, Any]] = None) -> tuple[Any, Any]:
     """runpod's ``(s3 client, TransferConfig)`` for ``bucket_creds`` or the ``BUCKET_*`` variables.
 
     The client is None when no bucket is configured; both are None (with a
@@ -185,7 +186,7 @@ def upload_image(
     job_id: str,
     image_location: str,
     result_index: int = 0,
-    results_list: Optional[List[Any]] = None,
+    results_list: Optional[list[Any]] = None,
     bucket_name: Optional[str] = None,
 ) -> str:
     """Upload one file as ``<job_id>/<random><ext>``; returns its URL (or local path).
@@ -212,7 +213,7 @@ def upload_image(
     return location
 
 
-def upload_files(job_id: str, file_list: Sequence[str], bucket_name: Optional[str] = None) -> List[str]:
+def upload_files(job_id: str, file_list: Sequence[str], bucket_name: Optional[str] = None) -> list[str]:
     """Upload several files in parallel with ``upload_image``; URLs in input order."""
     if not file_list:
         return []
@@ -226,7 +227,7 @@ def upload_files(job_id: str, file_list: Sequence[str], bucket_name: Optional[st
 files = upload_files
 
 
-def bucket_upload(job_id: str, file_list: Sequence[str], bucket_creds: Mapping[str, Any]) -> List[str]:
+def bucket_upload(job_id: str, file_list: Sequence[str], bucket_creds: Mapping[str, Any]) -> list[str]:
     """Upload files to the bucket ``bucket_creds["bucketName"]`` as ``<job_id>/<path>``.
 
     Returns plain (not presigned) URLs ``<endpointUrl>/<bucketName>/<job_id>/<path>``,
@@ -238,7 +239,7 @@ def bucket_upload(job_id: str, file_list: Sequence[str], bucket_creds: Mapping[s
     assert creds is not None  # non-empty bucket_creds always give credentials or raise
     bucket = str(bucket_creds["bucketName"])
     client = _client(creds)
-    urls: List[str] = []
+    urls: list[str] = []
     for path in file_list:
         key = f"{job_id}/{path}"
         with open(path, "rb") as body:
@@ -253,7 +254,7 @@ def upload_file_to_bucket(
     bucket_creds: Optional[Mapping[str, Any]] = None,
     bucket_name: Optional[str] = None,
     prefix: Optional[str] = None,
-    extra_args: Optional[Dict[str, Any]] = None,
+    extra_args: Optional[dict[str, Any]] = None,
 ) -> str:
     """Upload the file at ``file_location`` as ``[prefix/]file_name``; returns a presigned URL."""
     creds = _credentials(bucket_creds)
@@ -262,7 +263,7 @@ def upload_file_to_bucket(
     client = _client(creds)
     bucket = bucket_name or _default_bucket()
     key = f"{prefix}/{file_name}" if prefix else file_name
-    kwargs: Dict[str, Any] = {"Filename": file_location, "Bucket": bucket, "Key": key}
+    kwargs: dict[str, Any] = {"Filename": file_location, "Bucket": bucket, "Key": key}
     if extra_args:
         kwargs["ExtraArgs"] = dict(extra_args)
     client.upload_file(**kwargs)

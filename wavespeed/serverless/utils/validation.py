@@ -21,11 +21,12 @@ an error instead, and it never modifies the caller's input or schema.
 """
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from collections.abc import Mapping
+from typing import Any, Optional, Union
 
 __all__ = ["validate", "ValidationResult"]
 
-ValidationResult = Dict[str, Union[Dict[str, Any], List[str]]]
+ValidationResult = dict[str, Union[dict[str, Any], list[str]]]
 
 # runpod's wording; each takes the key (and, for the type error, the types).
 UNEXPECTED_INPUT = "Unexpected input. {} is not a valid input option."
@@ -40,7 +41,7 @@ INVALID_TYPE = "Schema error, the type for {} is not a type."
 INPUT_NOT_A_DICT = "Input should be a dictionary, not {}."
 
 # A rule given as a JSON string can only name its type.
-_TYPE_NAMES: Dict[str, Any] = {
+_TYPE_NAMES: dict[str, Any] = {
     "str": str,
     "string": str,
     "int": int,
@@ -95,14 +96,14 @@ def validate(raw_input: Any, schema: Mapping[str, Any]) -> ValidationResult:
     if not isinstance(raw_input, Mapping):
         return {"errors": [INPUT_NOT_A_DICT.format(type(raw_input))]}
 
-    errors: List[str] = []
-    validated: Dict[str, Any] = dict(raw_input)  # a copy: the caller's dict stays as it was
+    errors: list[str] = []
+    validated: dict[str, Any] = dict(raw_input)  # a copy: the caller's dict stays as it was
 
     for key in raw_input:
         if key not in schema:
             errors.append(UNEXPECTED_INPUT.format(key))
 
-    usable: List[Tuple[str, Mapping[str, Any]]] = []
+    usable: list[tuple[str, Mapping[str, Any]]] = []
     for key, raw_rules in schema.items():
         rules = _rules_of(raw_rules)
         if rules is None:

@@ -48,8 +48,15 @@ import stat
 import tarfile
 import threading
 import time
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    Callable,
+    Optional,
+    TypeVar,
+    Union,
+)
 
 from ..logs import ensure_handler, logger
 
@@ -68,7 +75,7 @@ TEMP_SUFFIX = ".rpvc.tmp"  # runpod's suffix: workers of both SDKs skip each oth
 _SKIPPED_PARTS = (os.sep + "refs" + os.sep, os.sep + ".no_exist" + os.sep)
 
 PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-Meta = Dict[str, Any]  # {"path": absolute path in the container, "size": int, "mtime": float}
+Meta = dict[str, Any]  # {"path": absolute path in the container, "size": int, "mtime": float}
 T = TypeVar("T")
 
 
@@ -120,7 +127,7 @@ class VolumeCache:
     ) -> None:
         if isinstance(dirs, (str, bytes, os.PathLike)):
             dirs = [dirs]  # one folder, not its characters
-        self.dirs: List[str] = [os.path.realpath(_text(d)) for d in dirs]
+        self.dirs: list[str] = [os.path.realpath(_text(d)) for d in dirs]
         name = namespace or os.environ.get("RUNPOD_ENDPOINT_ID") or os.environ.get("WAVERLESS_ENDPOINT_ID") or ""
         if name and (
             os.path.isabs(name) or "/" in name or "\\" in name or os.sep in name or name in (".", "..")
@@ -134,7 +141,7 @@ class VolumeCache:
         self.best_effort = best_effort
         self._sync_lock = threading.Lock()  # one sync at a time per cache
         self._threads_lock = threading.Lock()
-        self._threads: List[threading.Thread] = []
+        self._threads: list[threading.Thread] = []
         self._exit_hook = False
         ensure_handler()  # a cache is usually opened at import time, before start() sets up logging
 
@@ -235,7 +242,7 @@ class VolumeCache:
             log.warning("VolumeCache: %s failed: %s", what, exc)
             return default
 
-    def _read_manifest(self) -> Optional[Dict[str, Any]]:
+    def _read_manifest(self) -> Optional[dict[str, Any]]:
         try:
             with open(self._manifest_path(), encoding="utf-8") as handle:
                 data = json.load(handle)
@@ -246,7 +253,7 @@ class VolumeCache:
         return data
 
     @staticmethod
-    def _entries(manifest: Optional[Dict[str, Any]], key: str) -> List[Meta]:
+    def _entries(manifest: Optional[dict[str, Any]], key: str) -> list[Meta]:
         if not manifest:
             return []
         entries = manifest.get(key)
@@ -261,7 +268,7 @@ class VolumeCache:
             and isinstance(e.get("mtime"), (int, float))
         ]
 
-    def _write_manifest(self, small: List[Meta], big: List[Meta]) -> None:
+    def _write_manifest(self, small: list[Meta], big: list[Meta]) -> None:
         os.makedirs(self.mirror, exist_ok=True)
         target = self._manifest_path()
         temp = _temp_name(target)
@@ -325,7 +332,7 @@ class VolumeCache:
             _remove(temp)
             return False
 
-    def _copy_all(self, pairs: Sequence[Tuple[str, str]]) -> Tuple[Set[str], Set[str]]:
+    def _copy_all(self, pairs: Sequence[tuple[str, str]]) -> tuple[set[str], set[str]]:
         """Copy each stale (source, destination); returns (sources copied, sources already current)."""
         todo = [(s, d) for s, d in pairs if self._stale(s, d)]
         current = {s for s, _ in pairs} - {s for s, _ in todo}
@@ -345,7 +352,7 @@ class VolumeCache:
         if self._entries(manifest, "small"):
             restored += self._unpack_small()
         big_root = self._big_root()
-        pairs: List[Tuple[str, str]] = []
+        pairs: list[tuple[str, str]] = []
         for entry in self._entries(manifest, "big"):
             destination = _container_path(entry["path"])
             source = os.path.join(big_root, os.path.relpath(destination, os.sep))
@@ -417,8 +424,8 @@ class VolumeCache:
             return self._sync_locked()
 
     def _sync_locked(self) -> int:
-        small: List[Meta] = []
-        big_files: List[str] = []
+        small: list[Meta] = []
+        big_files: list[str] = []
         for path in self._local_files():
             meta = self._meta(path)
             if meta is None:
@@ -464,12 +471,12 @@ class VolumeCache:
             log.info("VolumeCache: synced %d file(s) to %s", total, self.mirror)
         return total
 
-    def _pack(self, paths: Iterable[str]) -> Optional[Set[str]]:
+    def _pack(self, paths: Iterable[str]) -> Optional[set[str]]:
         """Pack ``paths`` into a new small.tar; the paths packed, or None when packing failed."""
         os.makedirs(self.mirror, exist_ok=True)
         target = self._archive_path()
         temp = _temp_name(target)
-        packed: Set[str] = set()
+        packed: set[str] = set()
         try:
             with tarfile.open(temp, "w") as archive:
                 for path in paths:

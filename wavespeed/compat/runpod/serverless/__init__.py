@@ -11,7 +11,7 @@ job-done URL template.
 
 import importlib
 import os
-from typing import Any, Dict, List
+from typing import Any
 
 from wavespeed.serverless import progress_update
 from wavespeed.serverless.fitness import register_fitness_check
@@ -23,7 +23,7 @@ __all__ = ["start", "progress_update", "register_fitness_check", "runpod_version
 _SUBMODULES = ("utils", "modules")
 
 
-def start(config: Dict[str, Any]) -> None:
+def start(config: dict[str, Any]) -> None:
     """Start the worker (blocks; in local test mode it exits the process)."""
     from wavespeed.serverless import start as wavespeed_start
 
@@ -48,5 +48,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__() -> List[str]:
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_SUBMODULES) | {"VolumeCache", "log"})

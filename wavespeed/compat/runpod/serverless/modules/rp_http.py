@@ -7,7 +7,8 @@ template with the pod id filled in). A worker may assign either before
 """
 
 import os
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any, Optional
 
 __all__ = ["environ_with_overrides"]  # JOB_DONE_URL and JOB_STREAM_URL are read lazily
 
@@ -42,7 +43,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def environ_with_overrides(environ: Mapping[str, str]) -> Optional[Dict[str, str]]:
+def environ_with_overrides(environ: Mapping[str, str]) -> Optional[dict[str, str]]:
     """``environ`` with the URLs a worker assigned on this module, or None when it assigned none."""
     assigned = {name: globals()[name] for name in _URLS if name in globals()}
     if not assigned:

@@ -18,7 +18,7 @@ installs a provisional handler so it is not lost.
 """
 
 import threading
-from typing import Any, Dict, Optional, Union
+from typing import Any, Optional, Union
 
 from wavespeed.serverless.logs import MAX_MESSAGE_LENGTH, JobLogger, level_number
 
@@ -45,7 +45,7 @@ def _validate_log_level(log_level: Union[str, int]) -> str:
 class RunPodLogger(JobLogger):
     """runpod's logger: a single instance per class, every line through ``log()``."""
 
-    _instances: Dict[type, "RunPodLogger"] = {}
+    _instances: dict[type, "RunPodLogger"] = {}
     _instances_lock = threading.Lock()
 
     def __new__(cls) -> "RunPodLogger":

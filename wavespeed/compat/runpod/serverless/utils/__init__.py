@@ -1,7 +1,7 @@
 """``runpod.serverless.utils``: runpod's helper modules, on wavespeed.serverless.utils."""
 
 import importlib
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 _SUBMODULES = (
     "rp_validator",
@@ -15,7 +15,7 @@ _SUBMODULES = (
     "rp_volume_cache",
 )
 
-_EXPORTS: Dict[str, Tuple[str, str]] = {
+_EXPORTS: dict[str, tuple[str, str]] = {
     "download_files_from_urls": ("rp_download", "download_files_from_urls"),
     "upload_file_to_bucket": ("rp_upload", "upload_file_to_bucket"),
     "upload_in_memory_object": ("rp_upload", "upload_in_memory_object"),
@@ -35,5 +35,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def __dir__() -> List[str]:
+def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_SUBMODULES) | set(_EXPORTS))

@@ -12,7 +12,7 @@ outside any job, on a book of its own. ``add`` of a known name, and
 """
 
 import threading
-from typing import Any, Dict, List, Optional
+from typing import Any, Optional
 
 from wavespeed.serverless.utils.debugger import FunctionTimer, LineTimer, Timings, current_timings
 
@@ -51,7 +51,7 @@ class Checkpoints:
     def stop(self, name: str) -> None:
         self._book().stop(name)
 
-    def get_checkpoints(self) -> List[Dict[str, Any]]:
+    def get_checkpoints(self) -> list[dict[str, Any]]:
         """The finished checkpoints and timed spans: ``name``, ``start_utc``, ``stop_utc``, ``duration_ms``."""
         return self._book().entries()
 
@@ -59,7 +59,7 @@ class Checkpoints:
         self._book().clear()
 
 
-def get_debugger_output() -> Dict[str, Any]:
+def get_debugger_output() -> dict[str, Any]:
     """``{"system_info": {...}, "timestamps": [...]}`` for the current job; clears its book."""
     book = Checkpoints()._book()
     report = book.report()

@@ -6,7 +6,8 @@ cap raises ``DownloadBlocked`` (runpod's ``rp_ssrf.SSRFError``, a
 ``ValueError``).
 """
 
-from typing import Any, Dict, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from wavespeed import __version__ as _version
 from wavespeed.serverless.utils.download import (
@@ -56,9 +57,9 @@ def parse_content_length(headers: Mapping[str, Any]) -> int:
         return 0
 
 
-def extract_disposition_params(content_disposition: str) -> Dict[str, str]:
+def extract_disposition_params(content_disposition: str) -> dict[str, str]:
     """The ``key=value`` parameters of a ``Content-Disposition`` header, keys lowercased, quotes removed."""
-    params: Dict[str, str] = {}
+    params: dict[str, str] = {}
     for part in content_disposition.split(";"):
         if "=" not in part:
             continue

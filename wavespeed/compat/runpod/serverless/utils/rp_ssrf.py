@@ -10,7 +10,7 @@ Proxies from the environment are not used (a proxy would resolve the name
 itself), where runpod refuses a proxied URL.
 """
 
-from typing import Any, List, Optional
+from typing import Any, Optional
 from urllib.parse import urlsplit
 
 from requests.adapters import HTTPAdapter
@@ -44,7 +44,7 @@ def is_safe_address(ip: str) -> bool:
     return is_public_address(ip)
 
 
-def resolve_and_validate(host: str, port: int) -> List[str]:
+def resolve_and_validate(host: str, port: int) -> list[str]:
     """The addresses of ``host``; raises ``SSRFError`` when it does not resolve or any is not public."""
     try:
         return resolve_public(host, port)
