@@ -56,7 +56,9 @@ def find_installed_runpod(path: Optional[Sequence[str]] = None) -> Optional[str]
     from .compat import layer_path
 
     layer = os.path.realpath(layer_path())
-    search = [p for p in (sys.path if path is None else path) if os.path.realpath(p or ".") != layer]
+    search = [
+        p for p in (sys.path if path is None else path) if os.path.realpath(p or ".") != layer
+    ]
     spec = importlib.machinery.PathFinder.find_spec("runpod", search)
     if spec is None:
         return None
@@ -126,12 +128,18 @@ def main(argv: Optional[Sequence[str]] = None, stderr: Optional[TextIO] = None) 
     """Entry point of ``python -m wavespeed.run``; returns only on a usage error."""
     err = stderr or sys.stderr
     try:
-        choice, kind, target, rest = _parse(list(sys.argv[1:] if argv is None else argv), os.environ)
+        choice, kind, target, rest = _parse(
+            list(sys.argv[1:] if argv is None else argv), os.environ
+        )
     except _Exit as stop:
         print(stop.message, file=sys.stdout if stop.code == 0 else err)
         return stop.code
     if choice not in CHOICES:
-        print(f"wavespeed.run: --runpod / {CHOICE_ENV} must be 'layer' or 'installed', not {choice!r}", file=err)
+        print(
+            f"wavespeed.run: --runpod / {CHOICE_ENV} must be 'layer' or 'installed',"
+            f" not {choice!r}",
+            file=err,
+        )
         return 2
 
     if kind == "path":

@@ -85,7 +85,9 @@ def start(
     if settings.api_reload and settings.mode != "api":
         from .logs import logger
 
-        logger("api").warning("--rp_api_reload applies to the local API only (--rp_serve_api); ignored")
+        logger("api").warning(
+            "--rp_api_reload applies to the local API only (--rp_serve_api); ignored"
+        )
     if settings.mode == "api" and settings.api_reload:
         from .reload import serve_with_reload
 

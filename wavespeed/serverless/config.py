@@ -211,7 +211,9 @@ SETTINGS: tuple[Setting, ...] = (
             "extra host names the local API accepts in requests (comma-separated)",
             default=(), env=own_env("WAVESPEED_API_ALLOWED_HOSTS"),
             flags=_both("api_allowed_hosts")),
-    Setting("api_reload", SWITCH, "with --rp_serve_api: restart the local API when a .py file under the handler's folder changes (needs wavespeed[dev])",
+    Setting("api_reload", SWITCH,
+            "with --rp_serve_api: restart the local API when a .py file under the "
+            "handler's folder changes (needs wavespeed[dev])",
             default=False, flags=_both("api_reload")),
     Setting("debugger", SWITCH, "add handler timings to each result",
             default=False, flags=_both("debugger")),

@@ -195,9 +195,8 @@ def _blocking_frame(frame: Any) -> Optional[tuple[str, int, str]]:
         code = frame.f_code
         if innermost is None:
             innermost = (code.co_filename, frame.f_lineno, code.co_name)
-        if code.co_flags & (_CO_COROUTINE | _CO_ASYNC_GENERATOR) and not code.co_filename.startswith(
-            _HERE
-        ):
+        is_async = code.co_flags & (_CO_COROUTINE | _CO_ASYNC_GENERATOR)
+        if is_async and not code.co_filename.startswith(_HERE):
             return (code.co_filename, frame.f_lineno, code.co_name)
         frame = frame.f_back
     return innermost

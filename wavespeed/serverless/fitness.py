@@ -111,7 +111,9 @@ def _builtin_checks(environ: Mapping[str, str]) -> list[Callable[[], Any]]:
 
 
 def _name(check: Callable[..., Any]) -> str:
-    return str(getattr(check, "__qualname__", None) or getattr(check, "__name__", None) or repr(check))
+    return str(
+        getattr(check, "__qualname__", None) or getattr(check, "__name__", None) or repr(check)
+    )
 
 
 def _run_one(check: Callable[[], Any]) -> Any:
@@ -150,7 +152,9 @@ def run_fitness_checks(config: Any, environ: Optional[Mapping[str, str]] = None)
             failure = f"{type(exc).__name__}: {exc}"
             log.debug("fitness check %s raised", name, exc_info=True)
         if failure is not None:
-            log.error("fitness check %s failed: %s; the worker is unhealthy and exits", name, failure)
+            log.error(
+                "fitness check %s failed: %s; the worker is unhealthy and exits", name, failure
+            )
             _report_unhealthy(config, name, failure)
             return False
         log.debug("fitness check %s passed in %.1f ms", name, (time.perf_counter() - began) * 1000)

@@ -203,7 +203,8 @@ class HealthServer:
         try:
             healthy, details = self._status()
         except Exception as exc:  # noqa: BLE001 - a failing check is an unhealthy worker
-            healthy, details = False, {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
+            healthy = False
+            details = {"status": "unhealthy", "error": f"{type(exc).__name__}: {exc}"}
         self._respond(connection, 200 if healthy else 503, details, method == "GET")
 
     def _respond(self, connection: _Connection, code: int, doc: Any, with_body: bool) -> None:

@@ -35,7 +35,9 @@ def _sort_item(item: Any, result: TakeResult) -> None:
         return
     job_id = item.get("id")
     if job_id in (None, ""):
-        log.warning("job-take returned a job without an id; ignored (keys: %s)", sorted(map(str, item)))
+        log.warning(
+            "job-take returned a job without an id; ignored (keys: %s)", sorted(map(str, item))
+        )
         return
     if "input" not in item:
         result.malformed.append((str(job_id), "the job has no 'input' field"))
@@ -145,7 +147,12 @@ def _object_id(raw: bytes) -> Optional[str]:
             expect_key = depth == 1
         elif first == _COLON:
             expect_key = False
-        elif expect_key and depth == 1 and match.end() - match.start() == 4 and match.group() == b'"id"':
+        elif (
+            expect_key
+            and depth == 1
+            and match.end() - match.start() == 4
+            and match.group() == b'"id"'
+        ):
             value = _ID_VALUE.match(raw, match.end())
             if value is None:
                 return None

@@ -138,7 +138,8 @@ class LineHandler(logging.Handler):
         try:
             line = self.format(record) + "\n"
         except Exception:  # noqa: BLE001 - a bad record (format args) still says something
-            line = f"{level_name(record.levelno).ljust(7)}| (unformattable log record: {record.msg!r})\n"
+            level = level_name(record.levelno).ljust(7)
+            line = f"{level}| (unformattable log record: {record.msg!r})\n"
             try:
                 line = REGISTRY.mask(line)
             except Exception:  # noqa: BLE001
@@ -183,7 +184,9 @@ class LineHandler(logging.Handler):
 def _apply_levels(sdk: int, handler: int) -> None:
     # NOTSET means no logs at all (runpod), not logging's "inherit".
     logger().setLevel(sdk if sdk != logging.NOTSET else SILENT)
-    logging.getLogger(HANDLER_LOGGER_NAME).setLevel(handler if handler != logging.NOTSET else SILENT)
+    logging.getLogger(HANDLER_LOGGER_NAME).setLevel(
+        handler if handler != logging.NOTSET else SILENT
+    )
 
 
 def set_levels(level: int, *, chosen_by_user: bool = False) -> None:
@@ -204,7 +207,9 @@ def setup_logging(config: Config, stream: Optional[TextIO] = None) -> logging.Ha
     base = logger()
     for old in [h for h in base.handlers if getattr(h, "_wavespeed", False)]:
         base.removeHandler(old)
-    handler = LineHandler(stream if stream is not None else ("stderr" if config.mode == "test" else "stdout"))
+    handler = LineHandler(
+        stream if stream is not None else ("stderr" if config.mode == "test" else "stdout")
+    )
     handler.setFormatter(LineFormatter(config.json_logs, config.api_key))
     handler._wavespeed = True  # type: ignore[attr-defined]
     base.addHandler(handler)
@@ -224,9 +229,10 @@ def _early_target(environ: Mapping[str, str], argv: Sequence[str]) -> str:
     """Where lines logged before ``start()`` go: stderr when this will be a local test run."""
     if "--test_input" in argv or any(a.startswith("--test_input=") for a in argv):
         return "stderr"
-    serving = any(
-        a in ("--rp_serve_api", "--waverless_serve_api") for a in argv
-    ) or any(environ.get(n) not in (None, "", "0") for n in ("RUNPOD_REALTIME_PORT", "WAVERLESS_REALTIME_PORT"))
+    serving = any(a in ("--rp_serve_api", "--waverless_serve_api") for a in argv) or any(
+        environ.get(n) not in (None, "", "0")
+        for n in ("RUNPOD_REALTIME_PORT", "WAVERLESS_REALTIME_PORT")
+    )
     worker = bool(environ.get("RUNPOD_WEBHOOK_GET_JOB") or environ.get("WAVERLESS_WEBHOOK_GET_JOB"))
     return "stdout" if serving or worker else "stderr"
 
@@ -319,7 +325,10 @@ class JobLogger:
         set_levels(self._level_for(new_level), chosen_by_user=True)
 
     def _level_for(self, level: LevelSpec) -> int:
-        """How this logger reads a level given to ``set_level`` (runpod's reads ints differently)."""
+        """How this logger reads a level given to ``set_level``.
+
+        runpod's logger reads ints differently.
+        """
         return level_number(level)
 
     def set_level(self, new_level: LevelSpec) -> None:
@@ -331,12 +340,16 @@ class JobLogger:
 
     # -- lines --
 
-    def log(self, message: Any, message_level: LevelSpec = "INFO", job_id: Optional[str] = None) -> None:
+    def log(
+        self, message: Any, message_level: LevelSpec = "INFO", job_id: Optional[str] = None
+    ) -> None:
         """Log ``message`` at a level given by name (``"WARN"``, ``"TIP"``, ...) or number."""
         label = message_level.strip().upper() if isinstance(message_level, str) else None
         self._emit(level_number(message_level), message, job_id, "TIP" if label == "TIP" else None)
 
-    def _emit(self, level: int, message: Any, job_id: Optional[str], label: Optional[str] = None) -> None:
+    def _emit(
+        self, level: int, message: Any, job_id: Optional[str], label: Optional[str] = None
+    ) -> None:
         ensure_handler()
         target = logging.getLogger(f"{LOGGER_NAME}.{self._name}")
         if label == "TIP":
@@ -347,22 +360,34 @@ class JobLogger:
             level = max(level, effective)
         target.log(level, "%s", message, extra={"job_id": job_id, "level_name": label})
 
-    def trace(self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None) -> None:
+    def trace(
+        self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None
+    ) -> None:
         self.log(message, "TRACE", job_id or request_id)
 
-    def debug(self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None) -> None:
+    def debug(
+        self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None
+    ) -> None:
         self.log(message, "DEBUG", job_id or request_id)
 
-    def info(self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None) -> None:
+    def info(
+        self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None
+    ) -> None:
         self.log(message, "INFO", job_id or request_id)
 
-    def warn(self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None) -> None:
+    def warn(
+        self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None
+    ) -> None:
         self.log(message, "WARN", job_id or request_id)
 
-    def warning(self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None) -> None:
+    def warning(
+        self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None
+    ) -> None:
         self.log(message, "WARN", job_id or request_id)
 
-    def error(self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None) -> None:
+    def error(
+        self, message: Any, job_id: Optional[str] = None, *, request_id: Optional[str] = None
+    ) -> None:
         self.log(message, "ERROR", job_id or request_id)
 
     def tip(self, message: Any) -> None:

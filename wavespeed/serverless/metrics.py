@@ -96,7 +96,10 @@ class Metrics(NullMetrics):
             "wavespeed_heartbeat_failures", "Heartbeats that failed", registry=r
         )
         self.restarts = prometheus.Counter(
-            "wavespeed_thread_restarts", "Worker threads restarted after dying", ["role"], registry=r
+            "wavespeed_thread_restarts",
+            "Worker threads restarted after dying",
+            ["role"],
+            registry=r,
         )
         self.in_flight = prometheus.Gauge(
             "wavespeed_jobs_in_flight", "Jobs held by the worker now", registry=r

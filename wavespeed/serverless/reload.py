@@ -111,7 +111,9 @@ def python_files(folder: str, limit: int = MAX_WATCHED) -> list[str]:
         )
         found.extend(os.path.join(root, f) for f in sorted(files) if f.endswith(".py"))
         if len(found) >= limit:
-            log.warning("more than %d .py files under %s; watching the first %d", limit, folder, limit)
+            log.warning(
+                "more than %d .py files under %s; watching the first %d", limit, folder, limit
+            )
             return found[:limit]
     return found
 

@@ -236,7 +236,9 @@ class Resender:
                 failures += 1
                 delay = min(self.cap, self.base * (2 ** min(failures - 1, 10)))
                 self._due[path] = (self._clock() + delay, failures)
-                log.debug("spooled result %s not sent (%s); next try in %.0f s", path, detail, delay)
+                log.debug(
+                    "spooled result %s not sent (%s); next try in %.0f s", path, detail, delay
+                )
         if not self._due:
             return 0.0 if self.spool.paths() else None
         return max(0.05, min(d for d, _ in self._due.values()) - self._clock())

@@ -129,12 +129,16 @@ class Transport:
         )
         self.stream = self._session(
             TrackedAdapter(
-                self._post_conns, max_retries=retry_policy(3, 0.2, 2.0), pool_maxsize=max_connections
+                self._post_conns,
+                max_retries=retry_policy(3, 0.2, 2.0),
+                pool_maxsize=max_connections,
             )
         )
         self.best_effort = self._session(
             TrackedAdapter(
-                self._post_conns, max_retries=retry_policy(1, 0.2, 1.0), pool_maxsize=max_connections
+                self._post_conns,
+                max_retries=retry_policy(1, 0.2, 1.0),
+                pool_maxsize=max_connections,
             )
         )
         self.heartbeat = self._session(HTTPAdapter(max_retries=0, pool_maxsize=1))
@@ -238,7 +242,9 @@ class Transport:
         targets = self._job_targets
         if targets is None:
             targets = self._job_targets = tuple(
-                self._route(session, with_query(template, {"isStream": flag}))[1] if template else ""
+                self._route(session, with_query(template, {"isStream": flag}))[1]
+                if template
+                else ""
                 for session, template, flag in (
                     (self.result, self.config.job_done_url, "false"),
                     (self.result, self.config.job_done_url, "true"),
@@ -346,7 +352,9 @@ class Transport:
             return Delivery(Outcome.REFUSED, detail="no job-done URL configured")
         route = self._job_route(str(job_id))
         target = route.done_final_stream if is_stream else route.done
-        return self._post(self.result, self.config.job_done_url, target, route.headers, payload, deadline)
+        return self._post(
+            self.result, self.config.job_done_url, target, route.headers, payload, deadline
+        )
 
     def post_chunk(self, job_id: str, payload: bytes, deadline: Optional[float] = None) -> Delivery:
         """POST one generator chunk to the stream URL (a few retries, within ``deadline``)."""
@@ -414,7 +422,9 @@ class Transport:
         while True:
             remaining = deadline - time.monotonic()
             if self._posts_aborted.is_set():
-                return Delivery(Outcome.FAILED, status, "posts aborted (worker shutting down)", tries)
+                return Delivery(
+                    Outcome.FAILED, status, "posts aborted (worker shutting down)", tries
+                )
             if remaining <= 0:
                 return Delivery(Outcome.FAILED, status, detail or "the deadline passed", tries)
             tries += 1
@@ -505,7 +515,9 @@ class Transport:
                 retries=False,
                 redirect=False,
                 assert_same_host=False,
-                timeout=Timeout(connect=CONNECT_TIMEOUT, read=max(1.0, 2 * self.config.ping_interval)),
+                timeout=Timeout(
+                    connect=CONNECT_TIMEOUT, read=max(1.0, 2 * self.config.ping_interval)
+                ),
             )
         except NETWORK_ERRORS as exc:
             log.debug("ping failed: %s", describe(exc))

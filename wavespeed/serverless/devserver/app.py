@@ -132,7 +132,11 @@ def parse_run_request(raw: bytes) -> tuple[Any, Optional[str], Optional[float], 
     too_deep = f"the request body is nested more than {MAX_JSON_DEPTH} levels deep"
     try:
         text = raw.decode("utf-8")
-        data = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float) if raw else None
+        data = (
+            json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+            if raw
+            else None
+        )
     except RecursionError:
         raise BadRequest(too_deep) from None
     except (ValueError, UnicodeDecodeError) as exc:

@@ -255,7 +255,10 @@ class LocalEndpoint:
             return self._document(record)
 
     def wait(self, record: JobRecord, timeout: float) -> dict[str, Any]:
-        """Wait up to ``timeout`` seconds for the job to end (or ``close()``); return its document."""
+        """Wait up to ``timeout`` seconds for the job to end (or ``close()``).
+
+        Returns the job's document.
+        """
         with self._cond:
             self._cond.wait_for(
                 lambda: record.done.is_set() or self._closing.is_set(), max(0.0, timeout)
@@ -360,7 +363,9 @@ class LocalEndpoint:
 
     def _left(self, run: Any, result: JobResult, outcome: Any) -> None:
         if result.refresh:
-            log.info("refresh_worker: on a platform the worker would stop after job %s", result.job_id)
+            log.info(
+                "refresh_worker: on a platform the worker would stop after job %s", result.job_id
+            )
 
     def _chunk(self, record: JobRecord, value: Any) -> None:
         with self._cond:

@@ -128,7 +128,14 @@ def openapi_document() -> dict[str, Any]:
                         "id": {"type": "string"},
                         "status": {
                             "type": "string",
-                            "enum": [IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT],
+                            "enum": [
+                                IN_QUEUE,
+                                IN_PROGRESS,
+                                COMPLETED,
+                                FAILED,
+                                CANCELLED,
+                                TIMED_OUT,
+                            ],
                         },
                         "delayTime": {"type": "integer", "description": "ms queued"},
                         "executionTime": {"type": "integer", "description": "ms running"},

@@ -93,7 +93,10 @@ def make_server(
 
 
 def serve(config: Config, *, options: Optional[ApiOptions] = None) -> None:
-    """Serve the local API (mode "api") or the realtime API (mode "realtime") until SIGINT/SIGTERM."""
+    """Serve the local API (mode "api") or the realtime API (mode "realtime").
+
+    Returns on SIGINT or SIGTERM.
+    """
     host, port, what = bind_address(config)
     server = make_server(config, options=options)
     shown = "localhost" if host in ALL_INTERFACES else host

@@ -131,7 +131,8 @@ class Webhooks:
                     raise WebhookRefused(
                         f"{host} resolves to the non-public address {address}; webhooks to "
                         "loopback, private and link-local addresses are refused where the API "
-                        f"is reachable from other machines (set {ALLOW_PRIVATE_ENV}=true to allow them)"
+                        "is reachable from other machines "
+                        f"(set {ALLOW_PRIVATE_ENV}=true to allow them)"
                     )
         return addresses
 
@@ -167,7 +168,10 @@ class Webhooks:
                     assert_same_host=False,
                 )
                 return int(response.status)
-            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
+            except (
+                urllib3.exceptions.NewConnectionError,
+                urllib3.exceptions.ConnectTimeoutError,
+            ) as exc:
                 problem = exc  # try the host's next address (say, IPv4 after IPv6)
             finally:
                 pool.close()

@@ -54,7 +54,10 @@ def create_boto_client(
     secret_access_key: str,
     region: Optional[str] = None,
 ) -> tuple[Any, Any]:
-    """``(s3 client, TransferConfig)`` for an endpoint; the region is read from the URL when not given."""
+    """``(s3 client, TransferConfig)`` for an endpoint.
+
+    The region is read from the URL when not given.
+    """
     boto3, Config = load_boto3()
     client = boto3.session.Session().client(
         "s3",
@@ -77,7 +80,9 @@ def _key(file_name: str, prefix: Optional[str]) -> str:
 
 def _presigned(client: Any, bucket_name: str, key: str, expiry: int) -> str:
     return str(
-        client.generate_presigned_url("get_object", Params={"Bucket": bucket_name, "Key": key}, ExpiresIn=expiry)
+        client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket_name, "Key": key}, ExpiresIn=expiry
+        )
     )
 
 
@@ -98,7 +103,12 @@ def upload_file_to_bucket(
     client, config = create_boto_client(endpoint_url, access_key_id, secret_access_key, region)
     key = _key(file_name, prefix)
     log.debug("uploading %s to s3://%s/%s", file_location, bucket_name, key)
-    kwargs: dict[str, Any] = {"Filename": file_location, "Bucket": bucket_name, "Key": key, "Config": config}
+    kwargs: dict[str, Any] = {
+        "Filename": file_location,
+        "Bucket": bucket_name,
+        "Key": key,
+        "Config": config,
+    }
     if extra_args:
         kwargs["ExtraArgs"] = dict(extra_args)
     if progress_callback is not None:
@@ -121,13 +131,20 @@ def upload_file_to_bucket_or_local(
     progress_callback: Optional[Callable[[int], Any]] = None,
     local_fallback_dir: str = "local_upload",
 ) -> str:
-    """``upload_file_to_bucket``, or without credentials a copy in ``local_fallback_dir`` (its path)."""
+    """``upload_file_to_bucket``, or without credentials a copy in ``local_fallback_dir``.
+
+    Returns the presigned URL, or the copy's path.
+    """
     if not (endpoint_url and access_key_id and secret_access_key):
         ensure_handler()
-        log.warning("no S3 credentials given: keeping %s in %s instead", file_name, local_fallback_dir)
+        log.warning(
+            "no S3 credentials given: keeping %s in %s instead", file_name, local_fallback_dir
+        )
         os.makedirs(local_fallback_dir, exist_ok=True)
         # The name is a label: keep it inside the fallback folder.
-        target = os.path.join(local_fallback_dir, os.path.basename(file_name.replace("\\", "/")) or "upload")
+        target = os.path.join(
+            local_fallback_dir, os.path.basename(file_name.replace("\\", "/")) or "upload"
+        )
         shutil.copyfile(file_location, target)
         return target
     return upload_file_to_bucket(
@@ -157,7 +174,10 @@ def upload_bytes_to_bucket(
     region: Optional[str] = None,
     presigned_url_expiry: int = SEVEN_DAYS,
 ) -> str:
-    """Upload bytes as ``[prefix/]file_name`` (one request under 8 MiB, multipart above); a presigned URL."""
+    """Upload bytes as ``[prefix/]file_name``; returns a presigned URL.
+
+    One request under 8 MiB, multipart above.
+    """
     client, config = create_boto_client(endpoint_url, access_key_id, secret_access_key, region)
     key = _key(file_name, prefix)
     data = bytes(file_data)
@@ -184,7 +204,10 @@ def download_file_from_bucket(
     region: Optional[str] = None,
     progress_callback: Optional[Callable[[int], Any]] = None,
 ) -> str:
-    """Download ``[prefix/]file_name`` from the bucket to ``destination_path``; returns that path."""
+    """Download ``[prefix/]file_name`` from the bucket to ``destination_path``.
+
+    Returns that path.
+    """
     client, config = create_boto_client(endpoint_url, access_key_id, secret_access_key, region)
     kwargs: dict[str, Any] = {
         "Bucket": bucket_name,

@@ -255,7 +255,10 @@ def pinned_pool(scheme: str, host: str, address: str, port: int, timeout: Any) -
 
 
 def _open(
-    url: str, timeout: tuple[float, float], headers: Mapping[str, str], max_redirects: int = MAX_REDIRECTS
+    url: str,
+    timeout: tuple[float, float],
+    headers: Mapping[str, str],
+    max_redirects: int = MAX_REDIRECTS,
 ) -> tuple[Any, Any, str]:
     """GET ``url``, following redirects, each hop checked and pinned to its address.
 
@@ -268,7 +271,9 @@ def _open(
         parts = urlsplit(current)
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
-            raise DownloadRefused(f"refusing to download {current!r}: only http and https URLs", url)
+            raise DownloadRefused(
+                f"refusing to download {current!r}: only http and https URLs", url
+            )
         host = parts.hostname
         try:
             port = parts.port or (443 if scheme == "https" else 80)
@@ -296,7 +301,10 @@ def _open(
                     assert_same_host=False,
                 )
                 break
-            except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
+            except (
+                urllib3.exceptions.NewConnectionError,
+                urllib3.exceptions.ConnectTimeoutError,
+            ) as exc:
                 pool.close()
                 last_error = exc  # try the host's next address (say, IPv4 after IPv6)
         if response is None:
@@ -306,7 +314,9 @@ def _open(
             response.release_conn()
             pool.close()
             if not location:
-                raise DownloadError(f"{current} redirected without a Location", url, response.status)
+                raise DownloadError(
+                    f"{current} redirected without a Location", url, response.status
+                )
             current = urljoin(current, location)
             continue
         return response, pool, current
@@ -367,7 +377,9 @@ def _fetch(
         except (_Retryable, urllib3.exceptions.HTTPError, OSError) as exc:
             _remove(partial)
             if attempt == attempts:
-                raise DownloadError(f"downloading {url} failed after {attempts} tries: {exc}", url) from exc
+                raise DownloadError(
+                    f"downloading {url} failed after {attempts} tries: {exc}", url
+                ) from exc
             log.debug("download of %s failed (%s); retrying", url, exc)
             time.sleep(delay)
             delay *= 2
@@ -379,7 +391,8 @@ def _fetch(
                 response.release_conn()
             if pool is not None:
                 pool.close()
-    raise DownloadError(f"downloading {url} failed", url)  # pragma: no cover - loop returns or raises
+    # Not reached: the loop returns or raises.
+    raise DownloadError(f"downloading {url} failed", url)  # pragma: no cover
 
 
 def _remove(path: str) -> None:
@@ -567,7 +580,9 @@ def download_files_from_urls(
         return [one(u) for u in items]
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(8, len(items)), thread_name_prefix="wavespeed-dl") as pool:
+    with ThreadPoolExecutor(
+        max_workers=min(8, len(items)), thread_name_prefix="wavespeed-dl"
+    ) as pool:
         return list(pool.map(one, items))
 
 
@@ -596,7 +611,9 @@ def safe_get(
     request_headers = {"User-Agent": f"wavespeed/{__version__}", "Accept-Encoding": "identity"}
     request_headers.update(headers or {})
     try:
-        raw, pool, final_url = _open(url, (float(timeout), float(timeout)), request_headers, max_redirects)
+        raw, pool, final_url = _open(
+            url, (float(timeout), float(timeout)), request_headers, max_redirects
+        )
     except _Retryable as exc:
         raise requests.ConnectionError(str(exc)) from None
     adapter = requests.adapters.HTTPAdapter()
@@ -616,7 +633,9 @@ def safe_get(
     declared = response.headers.get("Content-Length", "")
     if declared.isdigit() and int(declared) > cap:
         response.close()
-        raise DownloadTooLarge(f"{url} is {int(declared)} bytes, over the download cap of {cap} bytes", url)
+        raise DownloadTooLarge(
+            f"{url} is {int(declared)} bytes, over the download cap of {cap} bytes", url
+        )
     if not stream:
         try:
             body = b"".join(iter_content_capped(response, _CHUNK, cap))
@@ -627,8 +646,13 @@ def safe_get(
     return response
 
 
-def iter_content_capped(response: Any, chunk_size: int, max_bytes: Optional[int]) -> Iterator[bytes]:
-    """The body of ``response`` in chunks; closes it and raises ``DownloadTooLarge`` past ``max_bytes``."""
+def iter_content_capped(
+    response: Any, chunk_size: int, max_bytes: Optional[int]
+) -> Iterator[bytes]:
+    """The body of ``response`` in chunks.
+
+    Closes the response and raises ``DownloadTooLarge`` past ``max_bytes``.
+    """
     total = 0
     for chunk in response.iter_content(chunk_size=chunk_size):
         if not chunk:
@@ -636,5 +660,6 @@ def iter_content_capped(response: Any, chunk_size: int, max_bytes: Optional[int]
         total += len(chunk)
         if max_bytes is not None and total > max_bytes:
             response.close()
-            raise DownloadTooLarge(f"{getattr(response, 'url', 'the body')} is larger than the cap of {max_bytes} bytes")
+            what = getattr(response, "url", "the body")
+            raise DownloadTooLarge(f"{what} is larger than the cap of {max_bytes} bytes")
         yield chunk

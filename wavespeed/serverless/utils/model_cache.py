@@ -11,14 +11,20 @@ from typing import Optional
 
 from ..logs import ensure_handler, logger
 
-__all__ = ["model_cache_path", "resolve_model_cache_path_from_hugginface_repository", "DEFAULT_TEMPLATE"]
+__all__ = [
+    "model_cache_path",
+    "resolve_model_cache_path_from_hugginface_repository",
+    "DEFAULT_TEMPLATE",
+]
 
 log = logger("utils.model_cache")
 
 DEFAULT_TEMPLATE = "/runpod/cache/{model}/{revision}"
 
 
-def model_cache_path(huggingface_repository: str, /, path_template: str = DEFAULT_TEMPLATE) -> Optional[str]:
+def model_cache_path(
+    huggingface_repository: str, /, path_template: str = DEFAULT_TEMPLATE
+) -> Optional[str]:
     """The cache path of ``"org/model[:revision]"``, or None when it names no model."""
     model, _, revision = huggingface_repository.rpartition(":")
     if not _:

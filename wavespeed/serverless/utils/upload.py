@@ -213,28 +213,39 @@ def upload_image(
     return location
 
 
-def upload_files(job_id: str, file_list: Sequence[str], bucket_name: Optional[str] = None) -> list[str]:
+def upload_files(
+    job_id: str, file_list: Sequence[str], bucket_name: Optional[str] = None
+) -> list[str]:
     """Upload several files in parallel with ``upload_image``; URLs in input order."""
     if not file_list:
         return []
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(8, len(file_list)), thread_name_prefix="wavespeed-up") as pool:
-        return list(pool.map(lambda path: upload_image(job_id, path, bucket_name=bucket_name), file_list))
+    with ThreadPoolExecutor(
+        max_workers=min(8, len(file_list)), thread_name_prefix="wavespeed-up"
+    ) as pool:
+        return list(
+            pool.map(lambda path: upload_image(job_id, path, bucket_name=bucket_name), file_list)
+        )
 
 
 #: runpod's name for ``upload_files``.
 files = upload_files
 
 
-def bucket_upload(job_id: str, file_list: Sequence[str], bucket_creds: Mapping[str, Any]) -> list[str]:
+def bucket_upload(
+    job_id: str, file_list: Sequence[str], bucket_creds: Mapping[str, Any]
+) -> list[str]:
     """Upload files to the bucket ``bucket_creds["bucketName"]`` as ``<job_id>/<path>``.
 
     Returns plain (not presigned) URLs ``<endpointUrl>/<bucketName>/<job_id>/<path>``,
     as runpod does. Always needs boto3.
     """
     if not bucket_creds or "bucketName" not in bucket_creds:
-        raise ValueError("bucket_upload() needs bucket_creds with endpointUrl, accessId, accessSecret and bucketName")
+        raise ValueError(
+            "bucket_upload() needs bucket_creds with endpointUrl, accessId, accessSecret"
+            " and bucketName"
+        )
     creds = _credentials(bucket_creds)
     assert creds is not None  # non-empty bucket_creds always give credentials or raise
     bucket = str(bucket_creds["bucketName"])

@@ -141,7 +141,9 @@ def validate(raw_input: Any, schema: Mapping[str, Any]) -> ValidationResult:
                 # runpod's rule: a value of the default's type is accepted as is.
                 matches_default = "default" in rules and isinstance(value, type(rules["default"]))
                 if not matches_default and not isinstance(value, expected):
-                    errors.append(WRONG_TYPE.format(key, _type_text(rules["type"], expected), type(value)))
+                    errors.append(
+                        WRONG_TYPE.format(key, _type_text(rules["type"], expected), type(value))
+                    )
                     type_ok = False
         # Constraints judge what the caller sent; a default is the schema's own choice.
         if type_ok and key in supplied and "constraints" in rules:

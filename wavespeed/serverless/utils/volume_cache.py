@@ -128,9 +128,18 @@ class VolumeCache:
         if isinstance(dirs, (str, bytes, os.PathLike)):
             dirs = [dirs]  # one folder, not its characters
         self.dirs: list[str] = [os.path.realpath(_text(d)) for d in dirs]
-        name = namespace or os.environ.get("RUNPOD_ENDPOINT_ID") or os.environ.get("WAVERLESS_ENDPOINT_ID") or ""
+        name = (
+            namespace
+            or os.environ.get("RUNPOD_ENDPOINT_ID")
+            or os.environ.get("WAVERLESS_ENDPOINT_ID")
+            or ""
+        )
         if name and (
-            os.path.isabs(name) or "/" in name or "\\" in name or os.sep in name or name in (".", "..")
+            os.path.isabs(name)
+            or "/" in name
+            or "\\" in name
+            or os.sep in name
+            or name in (".", "..")
         ):
             raise ValueError(f"namespace must be a single safe path component, got {name!r}")
         self.namespace = name
@@ -188,7 +197,10 @@ class VolumeCache:
             self._guarded("sync", self._sync, 0)
             return
         thread = threading.Thread(
-            target=self._guarded, args=("sync", self._sync, 0), name="wavespeed-volume-sync", daemon=True
+            target=self._guarded,
+            args=("sync", self._sync, 0),
+            name="wavespeed-volume-sync",
+            daemon=True,
         )
         with self._threads_lock:
             self._threads = [t for t in self._threads if t.is_alive()]
@@ -272,7 +284,12 @@ class VolumeCache:
         os.makedirs(self.mirror, exist_ok=True)
         target = self._manifest_path()
         temp = _temp_name(target)
-        data = {"version": FORMAT_VERSION, "threshold": SMALL_FILE_THRESHOLD, "small": small, "big": big}
+        data = {
+            "version": FORMAT_VERSION,
+            "threshold": SMALL_FILE_THRESHOLD,
+            "small": small,
+            "big": big,
+        }
         try:
             with open(temp, "w", encoding="utf-8") as handle:
                 json.dump(data, handle)
@@ -333,12 +350,17 @@ class VolumeCache:
             return False
 
     def _copy_all(self, pairs: Sequence[tuple[str, str]]) -> tuple[set[str], set[str]]:
-        """Copy each stale (source, destination); returns (sources copied, sources already current)."""
+        """Copy each stale (source, destination).
+
+        Returns (sources copied, sources already current).
+        """
         todo = [(s, d) for s, d in pairs if self._stale(s, d)]
         current = {s for s, _ in pairs} - {s for s, _ in todo}
         if not todo:
             return set(), current
-        with ThreadPoolExecutor(max_workers=min(self.max_workers, len(todo)), thread_name_prefix="wavespeed-vc") as pool:
+        with ThreadPoolExecutor(
+            max_workers=min(self.max_workers, len(todo)), thread_name_prefix="wavespeed-vc"
+        ) as pool:
             done = list(pool.map(lambda pair: self._copy(*pair), todo))
         return {s for (s, _), ok in zip(todo, done) if ok}, current
 
@@ -461,7 +483,9 @@ class VolumeCache:
             _remove(self._archive_path())  # before the manifest, so both agree
 
         big_root = self._big_root()
-        pairs = [(path, os.path.join(big_root, os.path.relpath(path, os.sep))) for path in big_files]
+        pairs = [
+            (path, os.path.join(big_root, os.path.relpath(path, os.sep))) for path in big_files
+        ]
         copied, current = self._copy_all(pairs)
         held = copied | current  # a failed copy is not claimed by the manifest
         big = [m for m in (self._meta(p) for p in big_files) if m is not None and m["path"] in held]

@@ -15,7 +15,11 @@ __all__ = ["environ_with_overrides"]  # JOB_DONE_URL and JOB_STREAM_URL are read
 # attribute -> (RunPod variable, Waverless variable, runpod's placeholder when unset)
 _URLS = {
     "JOB_DONE_URL": ("RUNPOD_WEBHOOK_POST_OUTPUT", "WAVERLESS_WEBHOOK_POST_OUTPUT", "JOB_DONE_URL"),
-    "JOB_STREAM_URL": ("RUNPOD_WEBHOOK_POST_STREAM", "WAVERLESS_WEBHOOK_POST_STREAM", "JOB_STREAM_URL"),
+    "JOB_STREAM_URL": (
+        "RUNPOD_WEBHOOK_POST_STREAM",
+        "WAVERLESS_WEBHOOK_POST_STREAM",
+        "JOB_STREAM_URL",
+    ),
 }
 
 

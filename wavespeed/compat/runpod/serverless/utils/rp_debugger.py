@@ -16,7 +16,13 @@ from typing import Any, Optional
 
 from wavespeed.serverless.utils.debugger import FunctionTimer, LineTimer, Timings, current_timings
 
-__all__ = ["FunctionTimer", "LineTimer", "Checkpoints", "get_debugger_output", "clear_debugger_output"]
+__all__ = [
+    "FunctionTimer",
+    "LineTimer",
+    "Checkpoints",
+    "get_debugger_output",
+    "clear_debugger_output",
+]
 
 
 class Checkpoints:
@@ -52,7 +58,10 @@ class Checkpoints:
         self._book().stop(name)
 
     def get_checkpoints(self) -> list[dict[str, Any]]:
-        """The finished checkpoints and timed spans: ``name``, ``start_utc``, ``stop_utc``, ``duration_ms``."""
+        """The finished checkpoints and timed spans.
+
+        Each has ``name``, ``start_utc``, ``stop_utc`` and ``duration_ms``.
+        """
         return self._book().entries()
 
     def clear(self) -> None:

@@ -50,7 +50,10 @@ def calculate_chunk_size(file_size: int) -> int:
 
 
 def parse_content_length(headers: Mapping[str, Any]) -> int:
-    """``Content-Length`` as an int; 0 when absent or not a number (the header is the server's word)."""
+    """``Content-Length`` as an int; 0 when absent or not a number.
+
+    The header is the server's word, not a measurement.
+    """
     try:
         return int(headers.get("Content-Length", 0))
     except (TypeError, ValueError):
@@ -58,7 +61,10 @@ def parse_content_length(headers: Mapping[str, Any]) -> int:
 
 
 def extract_disposition_params(content_disposition: str) -> dict[str, str]:
-    """The ``key=value`` parameters of a ``Content-Disposition`` header, keys lowercased, quotes removed."""
+    """The ``key=value`` parameters of a ``Content-Disposition`` header.
+
+    Keys are lowercased and quotes removed.
+    """
     params: dict[str, str] = {}
     for part in content_disposition.split(";"):
         if "=" not in part:

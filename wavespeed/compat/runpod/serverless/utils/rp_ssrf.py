@@ -45,7 +45,10 @@ def is_safe_address(ip: str) -> bool:
 
 
 def resolve_and_validate(host: str, port: int) -> list[str]:
-    """The addresses of ``host``; raises ``SSRFError`` when it does not resolve or any is not public."""
+    """The addresses of ``host``.
+
+    Raises ``SSRFError`` when it does not resolve or any address is not public.
+    """
     try:
         return resolve_public(host, port)
     except DownloadBlocked:
