@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Optional
 
 from .config import Config
 from .job import Job, JobResult, encode, failure
@@ -58,7 +58,7 @@ class Stats:
     def __getitem__(self, key: str) -> int:
         return self._counts[key]
 
-    def snapshot(self) -> Dict[str, int]:
+    def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
 
@@ -115,7 +115,7 @@ class Outbox(Channel):
         self.max_items = max_items
         self.max_bytes = max_bytes
         self.cond = threading.Condition()
-        self.queue: Deque[_Message] = deque()
+        self.queue: deque[_Message] = deque()
         self.bytes = 0
         self.scheduled = False  # a thread is draining this outbox
         self.closed = False  # the final result (or a discard) is in: nothing more is taken
@@ -125,7 +125,7 @@ class Outbox(Channel):
         self.on_done: Optional[Done] = None
         self.spool_path: Optional[str] = None
         self.finished = threading.Event()
-        self._async_waiters: List[Tuple[Any, Any]] = []
+        self._async_waiters: list[tuple[Any, Any]] = []
 
     # -- producers (the runner, progress_update) -----------------------------------
 
@@ -198,7 +198,9 @@ class Outbox(Channel):
                 self.final_state = FinalState.QUEUED
                 self._append(_Message(Kind.FINAL, result.payload, result))
         if result is None:
-            self._delivery.finish(self, JobResult(self.job_id, {}, b"", cancelled=True), FinalOutcome.DISCARDED)
+            self._delivery.finish(
+                self, JobResult(self.job_id, {}, b"", cancelled=True), FinalOutcome.DISCARDED
+            )
             return
         self._delivery.schedule(self, inline=inline)
 
@@ -254,7 +256,7 @@ class Delivery:
         self._on_spooled = on_spooled
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="wavespeed-delivery")
         self._lock = threading.Condition()
-        self._open: Set[Outbox] = set()
+        self._open: set[Outbox] = set()
 
     def open(self, job: Job) -> Outbox:
         box = Outbox(job.id, self)
@@ -280,7 +282,9 @@ class Delivery:
         try:
             self._executor.submit(self._drain, box)
         except RuntimeError as exc:  # no thread could be started, or shutting down
-            log.error("no delivery thread for job %s (%s); sending from this thread", box.job_id, exc)
+            log.error(
+                "no delivery thread for job %s (%s); sending from this thread", box.job_id, exc
+            )
             self._drain(box)
 
     def _drain(self, box: Outbox) -> None:
@@ -321,7 +325,9 @@ class Delivery:
         job_id = result.job_id
         deadline = box.final_at + self.config.result_deadline
         sent = time.monotonic()
-        delivery = self.transport.post_result(job_id, result.payload, result.is_stream, deadline=deadline)
+        delivery = self.transport.post_result(
+            job_id, result.payload, result.is_stream, deadline=deadline
+        )
         log.debug(
             "result of job %s: %s after %.1f ms (%d bytes)",
             job_id,
@@ -363,7 +369,9 @@ class Delivery:
             payload = reason.payload
         self._spool_final(
             box,
-            JobResult(job_id, result.body, payload, result.is_stream, result.refresh, result.failed),
+            JobResult(
+                job_id, result.body, payload, result.is_stream, result.refresh, result.failed
+            ),
             delivery.detail or f"HTTP {delivery.status}",
         )
 
@@ -373,7 +381,11 @@ class Delivery:
                 return  # the shutdown deadline already spooled it
         path = self.spool.save(result.job_id, result.payload, result.is_stream)
         if path is None:
-            log.error("the result of job %s is lost: not delivered (%s) and not spooled", result.job_id, why)
+            log.error(
+                "the result of job %s is lost: not delivered (%s) and not spooled",
+                result.job_id,
+                why,
+            )
             self.finish(box, result, FinalOutcome.DROPPED)
             return
         self.stats.add("spooled")
@@ -391,7 +403,9 @@ class Delivery:
         with box.cond:
             if box.finished.is_set():
                 return
-            box.final_state = FinalState.DONE if outcome is not FinalOutcome.SPOOLED else FinalState.SPOOLED
+            box.final_state = (
+                FinalState.DONE if outcome is not FinalOutcome.SPOOLED else FinalState.SPOOLED
+            )
             box.finished.set()
             on_done = box.on_done
         with self._lock:
@@ -404,11 +418,13 @@ class Delivery:
 
     # -- the spool's re-sender ---------------------------------------------------------
 
-    def resend(self, entry: SpoolEntry, deadline: Optional[float] = None) -> Tuple[bool, str]:
+    def resend(self, entry: SpoolEntry, deadline: Optional[float] = None) -> tuple[bool, str]:
         """Send one spooled result; (True, ...) when it is done with (delivered or refused)."""
         if deadline is None:
             deadline = time.monotonic() + min(self.config.result_deadline, 30.0)
-        delivery = self.transport.post_result(entry.job_id, entry.payload, entry.is_stream, deadline=deadline)
+        delivery = self.transport.post_result(
+            entry.job_id, entry.payload, entry.is_stream, deadline=deadline
+        )
         if delivery.ok:
             self.stats.add("delivered")
             self.metrics.post("retried")
@@ -448,10 +464,13 @@ class Delivery:
                 queued = box.final_state is FinalState.QUEUED
                 box.queue.clear()
                 box.bytes = 0
-                box.final_state = FinalState.SPOOLED  # a sender still posting must not spool it again
+                # A sender still posting must not spool it again.
+                box.final_state = FinalState.SPOOLED
             path = self.spool.save(result.job_id, result.payload, result.is_stream)
             if path is None:
-                log.error("the result of job %s is lost at shutdown: the spool refused it", result.job_id)
+                log.error(
+                    "the result of job %s is lost at shutdown: the spool refused it", result.job_id
+                )
                 self.finish(box, result, FinalOutcome.DROPPED)
                 continue
             count += 1

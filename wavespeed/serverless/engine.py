@@ -23,7 +23,7 @@ import time
 import weakref
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Deque, Dict, List, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 from .concurrency import MAX_ASYNC, MAX_THREADS, Concurrency
 from .config import Config
@@ -42,7 +42,12 @@ log = logger("engine")
 class ClosingChannel(Protocol):
     """A job's channel as the engine sees it: the runner's Channel plus ``close``."""
 
-    def close(self, result: Optional[JobResult], on_done: Callable[[JobResult, Any], None], inline: bool = False) -> None:
+    def close(
+        self,
+        result: Optional[JobResult],
+        on_done: Callable[[JobResult, Any], None],
+        inline: bool = False,
+    ) -> None:
         """Take the final result (None: nothing to post); call ``on_done`` once it has left."""
 
 
@@ -81,7 +86,7 @@ class JobRun:
         # A result decided outside the handler (timeout, shutdown): it wins
         # over whatever the cancelled handler returns.
         self.decided: Optional[JobResult] = None
-        self.future: Optional["Future[None]"] = None
+        self.future: Optional[Future[None]] = None
         self.status = "IN_PROGRESS"
         self.on_loop = False  # ran (or continued) on the shared event loop
 
@@ -119,10 +124,10 @@ class Engine:
         )
         self._pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="wavespeed-job")
         self._cond = threading.Condition()
-        self._runs: Dict[str, JobRun] = {}
-        self._backlog: Deque[JobRun] = deque()
+        self._runs: dict[str, JobRun] = {}
+        self._backlog: deque[JobRun] = deque()
         # Runs whose result is decided but whose handler thread still runs.
-        self._abandoned: "weakref.WeakSet[JobRun]" = weakref.WeakSet()
+        self._abandoned: weakref.WeakSet[JobRun] = weakref.WeakSet()
         # Enforces per-job timeouts; sleeps (no wake-ups) while no job has one.
         self._watch_idle = True
         self.watchdog = Role("watchdog", self._sweep, first_delay=None)
@@ -151,7 +156,7 @@ class Engine:
                 return 0
             return max(0, concurrency - len(self._runs))
 
-    def job_ids(self) -> List[str]:
+    def job_ids(self) -> list[str]:
         with self._cond:
             return list(self._runs)
 
@@ -196,7 +201,7 @@ class Engine:
         self._runs[run.job.id] = run
         run.started = time.monotonic()
 
-    def _from_backlog(self, concurrency: int) -> List[JobRun]:
+    def _from_backlog(self, concurrency: int) -> list[JobRun]:
         """Admit waiting jobs while slots are free (lock held); the caller launches them."""
         ready = []
         while self._backlog and len(self._runs) < concurrency:
@@ -232,7 +237,9 @@ class Engine:
             log.error("could not start job %s: %s: %s", job.id, type(exc).__name__, exc)
             if run.channel is None:
                 run.channel = self.destination.open(job)
-            self._complete(run, failure(job.id, f"internal worker error: could not start the job: {exc}"))
+            self._complete(
+                run, failure(job.id, f"internal worker error: could not start the job: {exc}")
+            )
 
     @staticmethod
     def _cancel_hook(job: Job, cancel: Callable[[], None]) -> None:
@@ -258,7 +265,9 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - the runner should never raise; be sure
             log.exception("internal error running job %s", run.job.id)
             self._complete(
-                run, failure(run.job.id, f"internal worker error: {type(exc).__name__}: {exc}"), inline=True
+                run,
+                failure(run.job.id, f"internal worker error: {type(exc).__name__}: {exc}"),
+                inline=True,
             )
 
     def _task_done(self, run: JobRun, task: Any) -> None:
@@ -303,7 +312,11 @@ class Engine:
         waited = run.started - run.taken
         if waited > 1.0:
             log.info(
-                "job %s %s in %.0f ms (it waited %.1f s for a slot)", run.job.id, run.status, ms, waited
+                "job %s %s in %.0f ms (it waited %.1f s for a slot)",
+                run.job.id,
+                run.status,
+                ms,
+                waited,
             )
         else:
             log.info("job %s %s in %.0f ms", run.job.id, run.status, ms)

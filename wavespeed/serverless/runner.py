@@ -18,8 +18,9 @@ import inspect
 import json
 import time
 import traceback
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Coroutine, Dict, List, Optional, Tuple, Union
+from typing import Any, Optional, Union
 
 from .config import Config
 from .errors import JobCancelled, OutputNotSerializable
@@ -54,7 +55,7 @@ class _Stream:
 
     refresh: bool
     streaming: bool = False
-    aggregate: List[Any] = field(default_factory=list)
+    aggregate: list[Any] = field(default_factory=list)
     timings: Optional[Timings] = None
     started: float = field(default_factory=time.perf_counter)
 
@@ -121,7 +122,10 @@ class Runner:
         return await self._continue_on_loop(job, _NOT_CALLED, state)
 
     async def _continue_on_loop(self, job: Job, value: Any, state: _Stream) -> JobResult:
-        """Finish a job on the shared loop; ``value`` is what the handler returned (or ``_NOT_CALLED``)."""
+        """Finish a job on the shared loop.
+
+        ``value`` is what the handler returned (or ``_NOT_CALLED``).
+        """
         current_job.set(job)  # the task has its own context: no reset needed
         with collecting(state.timings):
             try:
@@ -179,8 +183,11 @@ class Runner:
         body, refresh = normalize_output(value, self.config.refresh_worker)
         return self._finish(job, body, False, refresh, "error" in body)
 
-    def _chunk(self, job: Job, value: Any, state: _Stream) -> Union[Tuple[Any, bytes], JobResult]:
-        """One yielded value: (what to stream, encoded), or the final result when it ends the stream."""
+    def _chunk(self, job: Job, value: Any, state: _Stream) -> Union[tuple[Any, bytes], JobResult]:
+        """One yielded value: (what to stream, encoded).
+
+        Or the final result, when the value ends the stream.
+        """
         if isinstance(value, dict):
             if value.get("error"):
                 # runpod's rule: an error chunk ends the stream and is the result.
@@ -198,7 +205,7 @@ class Runner:
 
     def _stream_end(self, job: Job, state: _Stream) -> JobResult:
         output = state.aggregate if self.config.return_aggregate_stream else []
-        body: Dict[str, Any] = {"output": output}
+        body: dict[str, Any] = {"output": output}
         if state.refresh:
             body["stopPod"] = True
         return self._finish(job, body, True, state.refresh, False)
@@ -234,7 +241,7 @@ class Runner:
             failed=result.failed,
         )
 
-    def _error_body(self, exc: BaseException, aggregate: Optional[List[Any]]) -> Dict[str, Any]:
+    def _error_body(self, exc: BaseException, aggregate: Optional[list[Any]]) -> dict[str, Any]:
         tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         log.error("handler raised %s: %s", type(exc).__name__, exc)
         details = error_payload(
@@ -246,9 +253,11 @@ class Runner:
             secrets=(self.config.api_key,),
         )
         if isinstance(exc, OutputNotSerializable):
-            details["error_message"] = f"{details['error_message']} (offending type: {exc.value_type or 'unknown'})"
+            details["error_message"] = (
+                f"{details['error_message']} (offending type: {exc.value_type or 'unknown'})"
+            )
         # Encoded as the references encode it (ASCII-escaped); every value was masked before.
-        body: Dict[str, Any] = {"error": json.dumps(details, default=str)}
+        body: dict[str, Any] = {"error": json.dumps(details, default=str)}
         if aggregate and self.config.return_aggregate_stream:
             body["output"] = aggregate
         if self.config.refresh_worker:
@@ -256,7 +265,7 @@ class Runner:
         return body
 
     def _finish(
-        self, job: Job, body: Dict[str, Any], streamed: bool, refresh: bool, failed: bool
+        self, job: Job, body: dict[str, Any], streamed: bool, refresh: bool, failed: bool
     ) -> JobResult:
         try:
             payload = encode(body)

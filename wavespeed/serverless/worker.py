@@ -16,7 +16,7 @@ refusals and the spool in ``delivery``.
 import random
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Optional
 
 from .config import Config
 from .delivery import Delivery, FinalOutcome, Stats
@@ -154,7 +154,9 @@ class Worker:
         """Called by the main thread about every half second: restart dead roles."""
         reason = self.supervisor.check()
         if reason is not None and not self.stopping:
-            log.error("%s; draining and exiting with code 1 so the platform replaces this worker", reason)
+            log.error(
+                "%s; draining and exiting with code 1 so the platform replaces this worker", reason
+            )
             self.exit_code = 1
             self.request_stop(reason)
 
@@ -238,11 +240,11 @@ class Worker:
     def concurrency(self) -> int:
         return self.engine.concurrency.value
 
-    def job_ids(self) -> List[str]:
+    def job_ids(self) -> list[str]:
         """The ids of the jobs this worker holds right now."""
         return self.engine.job_ids()
 
-    def health_status(self) -> Tuple[bool, Dict[str, Any]]:
+    def health_status(self) -> tuple[bool, dict[str, Any]]:
         now = time.monotonic()
         fetcher_alive = self.fetcher.alive
         tick_age = now - self.last_tick
@@ -352,7 +354,7 @@ class Worker:
             log.info("refresh_worker: stopping after job %s", result.job_id)
             self.request_stop("refresh_worker")
 
-    def _ping(self, job_ids: List[str]) -> bool:
+    def _ping(self, job_ids: list[str]) -> bool:
         ok = bool(self.transport.ping(job_ids))
         if not ok:
             self.metrics.heartbeat_failed()
@@ -361,7 +363,7 @@ class Worker:
     def _spooled(self) -> None:
         self.resend_role.wake()
 
-    def _resend(self, entry: Any) -> Tuple[bool, str]:
+    def _resend(self, entry: Any) -> tuple[bool, str]:
         return self.delivery.resend(entry)
 
     # -- the platform's per-job cancel channel ---------------------------------------
@@ -389,7 +391,7 @@ class Worker:
         self.cancel_jobs(poll.ids)
         return 0.0
 
-    def cancel_jobs(self, job_ids: List[str]) -> None:
+    def cancel_jobs(self, job_ids: list[str]) -> None:
         """Cancel running jobs by id; their results will not be posted."""
         for job_id in job_ids:
             if self.engine.cancel(job_id):
