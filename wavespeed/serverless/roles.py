@@ -100,7 +100,7 @@ class Role:
         except BaseException as exc:  # noqa: BLE001 - SystemExit from user code included
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
-            backoff = min(30.0, 0.05 * (2 ** min(self.failures, 10)))
+            backoff = min(30.0, 0.05 * (2.0 ** min(self.failures, 10)))
             log.error(
                 "%s: %s: %s (failure %d in a row; next try in %.2f s)",
                 self.name,

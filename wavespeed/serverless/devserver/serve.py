@@ -70,13 +70,14 @@ def make_server(
 
     Port 0 picks a free port: read it from ``.port``.
     """
-    import waitress
+    # waitress.create_server is this one; its stubs only declare it here.
+    from waitress.server import create_server
 
     options = (options or ApiOptions()).resolve(config)
     default_host, default_port, _ = bind_address(config)
     bind = default_host if host is None else host
     app = create_app(config, options=options, bind_host=bind)
-    server = waitress.create_server(
+    server = create_server(
         app,
         host=bind,
         port=default_port if port is None else port,

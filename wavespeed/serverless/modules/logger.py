@@ -64,11 +64,11 @@ class WaverlessLogger(JobLogger):
             return int(_BY_NAME.get(level.strip().upper(), LogLevel.INFO))
         return int(level)
 
-    def set_level(self, level: Union[str, int]) -> None:  # type: ignore[override]
+    def set_level(self, level: Union[str, int]) -> None:
         """Set the level of every wavespeed line (a name or a ``LogLevel``)."""
         set_levels(self._level_for(level), chosen_by_user=True)
 
-    def log(  # type: ignore[override]
+    def log(
         self, message: Any, level: Union[str, int] = LogLevel.INFO, job_id: Optional[str] = None
     ) -> None:
         """Log at ``level`` (a ``LogLevel`` or a name)."""

@@ -642,7 +642,8 @@ def safe_get(
         finally:
             response.close()
         response._content = body  # what requests itself sets once a body is read
-        response._content_consumed = True
+        # requests' own flag, missing from its stubs.
+        response._content_consumed = True  # type: ignore[attr-defined]
     return response
 
 

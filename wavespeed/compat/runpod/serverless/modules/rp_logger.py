@@ -66,9 +66,11 @@ class RunPodLogger(JobLogger):
     def _level_for(self, level: Union[str, int]) -> int:
         return level_number(_validate_log_level(level))
 
-    def log(self, message: Any, message_level: str = "INFO", job_id: Optional[str] = None) -> None:
+    def log(
+        self, message: Any, message_level: Union[str, int] = "INFO", job_id: Optional[str] = None
+    ) -> None:
         """Log at a level given by name: ``"TRACE"``, ``"DEBUG"``, ``"INFO"``, ``"WARN"``,
-        ``"ERROR"`` or ``"TIP"`` (shown at every level but NOTSET)."""
+        ``"ERROR"`` or ``"TIP"`` (shown at every level but NOTSET); a number is refused."""
         if message_level != "TIP" and message_level not in LOG_LEVELS:
             raise ValueError(f"{message_level!r} is not in list")
         JobLogger.log(self, message, message_level, job_id)

@@ -10,9 +10,11 @@ Proxies from the environment are not used (a proxy would resolve the name
 itself), where runpod refuses a proxied URL.
 """
 
+from collections.abc import Mapping
 from typing import Any, Optional
 from urllib.parse import urlsplit
 
+from requests import PreparedRequest, Response
 from requests.adapters import HTTPAdapter
 
 from wavespeed.serverless.utils.download import (
@@ -70,12 +72,22 @@ class PinnedIPAdapter(HTTPAdapter):
         self.pinned_ip = pinned_ip
         super().__init__(**kwargs)
 
-    def send(self, request: Any, **kwargs: Any) -> Any:
-        parts = urlsplit(request.url)
+    def send(
+        self,
+        request: PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Optional[Mapping[str, str]] = None,
+    ) -> Response:
+        parts = urlsplit(request.url or "")
         host = parts.hostname or ""
         shown = f"[{host}]" if ":" in host else host
         request.headers["Host"] = f"{shown}:{parts.port}" if parts.port else shown
-        return super().send(request, **kwargs)
+        return super().send(
+            request, stream=stream, timeout=timeout, verify=verify, cert=cert, proxies=proxies
+        )
 
     def _pinned(self, pool: Any, url: str) -> Any:
         parts = urlsplit(url)
