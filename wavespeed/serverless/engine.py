@@ -289,15 +289,14 @@ class Engine:
             if run.completed:
                 return
             run.completed = True
-            final: Optional[JobResult] = result
+            chosen = result
             if run.decided is not None:
-                final = run.decided
+                chosen = run.decided
             elif result.cancelled:
                 run.status = "CANCELLED"
             else:
                 run.status = "FAILED" if result.failed else "COMPLETED"
-            if final.cancelled:
-                final = None  # cancelled: nothing to post
+            final = None if chosen.cancelled else chosen  # cancelled: nothing to post
         run.ended = time.monotonic()
         self._log_end(run)
         kind = ("async" if run.on_loop else "sync") + ("_generator" if result.is_stream else "")
@@ -364,6 +363,7 @@ class Engine:
                     return False
                 self._backlog.remove(waiting)
         if run is None:
+            assert waiting is not None  # taken from the backlog, or False was returned
             waiting.channel = self.destination.open(waiting.job)
             waiting.status = "CANCELLED"
             waiting.channel.close(None, lambda r, o: None)
