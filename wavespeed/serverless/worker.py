@@ -16,6 +16,7 @@ refusals and the spool in ``delivery``.
 import random
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any, Callable, Optional
 
 from .config import Config
@@ -57,7 +58,7 @@ class Backoff:
         self._errors = 0
 
     def _delay(self, count: int, cap: float) -> float:
-        raw = min(cap, self.base * (2 ** min(count, 30)))
+        raw = min(cap, self.base * (2.0 ** min(count, 30)))
         return raw * (0.5 + self._rand() / 2)  # "equal jitter": never below half
 
     def empty(self) -> float:
@@ -354,7 +355,7 @@ class Worker:
             log.info("refresh_worker: stopping after job %s", result.job_id)
             self.request_stop("refresh_worker")
 
-    def _ping(self, job_ids: list[str]) -> bool:
+    def _ping(self, job_ids: Iterable[str]) -> bool:
         ok = bool(self.transport.ping(job_ids))
         if not ok:
             self.metrics.heartbeat_failed()
