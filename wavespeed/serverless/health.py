@@ -14,7 +14,6 @@ which is all this server speaks: one request line, a JSON answer, close.
 """
 
 import json
-import math
 import selectors
 import socket
 import threading
@@ -22,6 +21,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Optional
 
+from .job import non_finite_as_null
 from .logs import logger
 
 log = logger("health")
@@ -261,14 +261,4 @@ def _encode(doc: Any) -> bytes:
     try:
         return json.dumps(doc, allow_nan=False, default=str).encode()
     except ValueError:
-        return json.dumps(_finite(doc), allow_nan=False, default=str).encode()
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+        return json.dumps(non_finite_as_null(doc), allow_nan=False, default=str).encode()

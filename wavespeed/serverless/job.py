@@ -191,7 +191,7 @@ def encode(body: Any) -> bytes:
         except ValueError as exc:
             if _NON_FINITE not in str(exc):
                 raise
-        return _encode(_finite(body))
+        return _encode(non_finite_as_null(body))
     except (TypeError, ValueError, RecursionError) as exc:
         raise OutputNotSerializable(
             f"the handler's output cannot be sent as JSON: {exc}", _culprit(body)
@@ -308,14 +308,18 @@ def _write_string(text: str, out: "io.BytesIO") -> None:
     out.write(b'"')
 
 
-def _finite(value: Any) -> Any:
-    """A copy of ``value`` with every NaN and Infinity (keys too) as None."""
+def non_finite_as_null(value: Any) -> Any:
+    """A copy of ``value`` with every NaN and Infinity (keys too) as None.
+
+    What every JSON writer here falls back to when its strict encoder refuses
+    a document: the result posts, the local API's replies, ``/health``.
+    """
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {_finite(key): _finite(item) for key, item in value.items()}
+        return {non_finite_as_null(key): non_finite_as_null(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [non_finite_as_null(item) for item in value]
     return value
 
 

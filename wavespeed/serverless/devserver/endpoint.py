@@ -6,7 +6,6 @@ HTTP; ``app.py`` turns requests into calls to it.
 """
 
 import json
-import math
 import threading
 import time
 import uuid
@@ -16,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from ..config import Config
 from ..engine import Engine
-from ..job import Job, JobResult
+from ..job import Job, JobResult, non_finite_as_null
 from ..logs import logger
 from ..metrics import create_metrics
 from ..runner import Channel
@@ -46,23 +45,12 @@ def encode_json(doc: Any) -> bytes:
     try:
         text = json.dumps(doc, ensure_ascii=False, allow_nan=False, default=str)
     except ValueError:
-        doc = _finite(doc)
+        doc = non_finite_as_null(doc)
         text = json.dumps(doc, ensure_ascii=False, allow_nan=False, default=str)
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
         return json.dumps(doc, allow_nan=False, default=str).encode("ascii")
-
-
-def _finite(value: Any) -> Any:
-    """A copy of ``value`` with every NaN or Infinity float replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 class StoreFull(Exception):
