@@ -1,23 +1,10 @@
-"""``runpod.serverless.utils.rp_validator``: ``validate(input, schema)``."""
+"""``runpod.serverless.utils.rp_validator``: ``validate(input, schema)``.
 
-from wavespeed.serverless.utils.validation import (
-    CONSTRAINTS_FAILED as CONSTRAINTS_ERROR,
-    MISSING_DEFAULT as MISSING_DEFAULT_ERROR,
-    MISSING_REQUIRED as MISSING_REQUIRED_ERROR,
-    MISSING_TYPE as MISSING_TYPE_ERROR,
-    RULES_NOT_A_DICT as SCHEMA_ERROR,
-    UNEXPECTED_INPUT as UNEXPECTED_INPUT_ERROR,
-    WRONG_TYPE as INVALID_TYPE_ERROR,
-    validate,
-)
+The same names as wavespeed 1.0's ``wavespeed.serverless.utils.validator``
+(whose constants already have runpod's names), under runpod's path.
+"""
 
-__all__ = [
-    "validate",
-    "UNEXPECTED_INPUT_ERROR",
-    "MISSING_REQUIRED_ERROR",
-    "MISSING_DEFAULT_ERROR",
-    "MISSING_TYPE_ERROR",
-    "INVALID_TYPE_ERROR",
-    "CONSTRAINTS_ERROR",
-    "SCHEMA_ERROR",
-]
+from wavespeed.serverless.utils import validator as _validator
+from wavespeed.serverless.utils.validator import *  # noqa: F403 - all of it, nothing more
+
+__all__ = list(_validator.__all__)
