@@ -26,7 +26,7 @@ import os
 import sys
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional, TextIO, Union
+from typing import Any, ClassVar, Optional, TextIO, TypeVar, Union, cast
 
 from .config import LOG_LEVELS, TRACE, Config
 from .job import current_job
@@ -403,3 +403,33 @@ class JobLogger:
         REGISTRY.add(text)
         shown = text[0] + "*" * (len(text) - 2) + text[-1] if len(text) > 2 else "*" * len(text)
         self.info(f"{secret_name}: {shown}")
+
+
+_Single = TypeVar("_Single", bound="SingletonJobLogger")
+
+
+class SingletonJobLogger(JobLogger):
+    """A ``JobLogger`` with one instance per class: ``Cls() is Cls()``.
+
+    runpod's ``RunPodLogger`` and wavespeed 1.0's ``WaverlessLogger`` are
+    built this way. A subclass gets its own instance, so a subclass's
+    ``log`` override is the one its callers reach.
+    """
+
+    _instances: ClassVar[dict[type, "SingletonJobLogger"]] = {}
+    _instances_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __new__(cls: type[_Single]) -> _Single:
+        instance = SingletonJobLogger._instances.get(cls)
+        if instance is None:
+            with SingletonJobLogger._instances_lock:
+                instance = SingletonJobLogger._instances.get(cls)
+                if instance is None:
+                    instance = super().__new__(cls)
+                    JobLogger.__init__(instance, "handler")
+                    SingletonJobLogger._instances[cls] = instance
+        return cast(_Single, instance)
+
+    def __init__(self) -> None:
+        # The state is set once, in __new__: Cls() again changes nothing.
+        pass

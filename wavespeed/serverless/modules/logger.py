@@ -7,11 +7,10 @@ are runpod's format (see ``wavespeed.serverless.logs``), not 1.0's
 timestamped one, and go to stdout (stderr in local test mode).
 """
 
-import threading
 from enum import IntEnum
 from typing import Any, Optional, Union
 
-from ..logs import JobLogger, set_levels
+from ..logs import JobLogger, SingletonJobLogger, set_levels
 
 __all__ = ["LogLevel", "WaverlessLogger"]  # and `log`, made on first use (see __getattr__)
 
@@ -38,25 +37,8 @@ _BY_NAME = {
 }
 
 
-class WaverlessLogger(JobLogger):
+class WaverlessLogger(SingletonJobLogger):
     """wavespeed 1.0's logger: a single instance per class, every line through ``log()``."""
-
-    _instances: dict[type, "WaverlessLogger"] = {}
-    _instances_lock = threading.Lock()
-
-    def __new__(cls) -> "WaverlessLogger":
-        instance = WaverlessLogger._instances.get(cls)
-        if instance is None:
-            with WaverlessLogger._instances_lock:
-                instance = WaverlessLogger._instances.get(cls)
-                if instance is None:
-                    instance = super().__new__(cls)
-                    JobLogger.__init__(instance, "handler")
-                    WaverlessLogger._instances[cls] = instance
-        return instance
-
-    def __init__(self) -> None:
-        pass  # set once, in __new__
 
     def _level_for(self, level: Union[str, int]) -> int:
         # 1.0's rule: an unknown name means INFO, never an error.

@@ -17,10 +17,14 @@ has configured logging (a model loading at import time), the first line
 installs a provisional handler so it is not lost.
 """
 
-import threading
 from typing import Any, Optional, Union
 
-from wavespeed.serverless.logs import MAX_MESSAGE_LENGTH, JobLogger, level_number
+from wavespeed.serverless.logs import (
+    MAX_MESSAGE_LENGTH,
+    JobLogger,
+    SingletonJobLogger,
+    level_number,
+)
 
 __all__ = ["RunPodLogger", "LOG_LEVELS", "MAX_MESSAGE_LENGTH"]
 
@@ -42,26 +46,8 @@ def _validate_log_level(log_level: Union[str, int]) -> str:
     raise ValueError(f"Invalid debug level: {log_level}")
 
 
-class RunPodLogger(JobLogger):
+class RunPodLogger(SingletonJobLogger):
     """runpod's logger: a single instance per class, every line through ``log()``."""
-
-    _instances: dict[type, "RunPodLogger"] = {}
-    _instances_lock = threading.Lock()
-
-    def __new__(cls) -> "RunPodLogger":
-        instance = RunPodLogger._instances.get(cls)
-        if instance is None:
-            with RunPodLogger._instances_lock:
-                instance = RunPodLogger._instances.get(cls)
-                if instance is None:
-                    instance = super().__new__(cls)
-                    JobLogger.__init__(instance, "handler")
-                    RunPodLogger._instances[cls] = instance
-        return instance
-
-    def __init__(self) -> None:
-        # The state is set once, in __new__: RunPodLogger() again changes nothing.
-        pass
 
     def _level_for(self, level: Union[str, int]) -> int:
         return level_number(_validate_log_level(level))
