@@ -63,53 +63,41 @@ class Metrics(NullMetrics):
     def __init__(self, prometheus: Any) -> None:
         self._prometheus = prometheus
         self.registry = prometheus.CollectorRegistry(auto_describe=True)
-        r = self.registry
-        self.jobs = prometheus.Counter(
-            "wavespeed_jobs",
-            "Jobs that ended, by handler kind and final status",
-            ["kind", "status"],
-            registry=r,
+
+        def counter(name: str, doc: str, *labels: str) -> Any:
+            return prometheus.Counter(name, doc, labels, registry=self.registry)
+
+        def gauge(name: str, doc: str) -> Any:
+            return prometheus.Gauge(name, doc, registry=self.registry)
+
+        self.jobs = counter(
+            "wavespeed_jobs", "Jobs that ended, by handler kind and final status", "kind", "status"
         )
         self.duration = prometheus.Histogram(
             "wavespeed_job_duration_seconds",
             "Time from a job's start to its final result",
             ["kind"],
             buckets=BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        self.takes = prometheus.Counter(
+        self.takes = counter(
             "wavespeed_job_takes",
             "Job-take requests by outcome (jobs, empty, throttled, error)",
-            ["outcome"],
-            registry=r,
+            "outcome",
         )
-        self.posts = prometheus.Counter(
+        self.posts = counter(
             "wavespeed_result_posts",
             "Final results by outcome (delivered, retried, refused, spooled, dropped)",
-            ["outcome"],
-            registry=r,
+            "outcome",
         )
-        self.chunks = prometheus.Counter(
-            "wavespeed_stream_chunks", "Stream chunks delivered", registry=r
+        self.chunks = counter("wavespeed_stream_chunks", "Stream chunks delivered")
+        self.heartbeats = counter("wavespeed_heartbeat_failures", "Heartbeats that failed")
+        self.restarts = counter(
+            "wavespeed_thread_restarts", "Worker threads restarted after dying", "role"
         )
-        self.heartbeats = prometheus.Counter(
-            "wavespeed_heartbeat_failures", "Heartbeats that failed", registry=r
-        )
-        self.restarts = prometheus.Counter(
-            "wavespeed_thread_restarts",
-            "Worker threads restarted after dying",
-            ["role"],
-            registry=r,
-        )
-        self.in_flight = prometheus.Gauge(
-            "wavespeed_jobs_in_flight", "Jobs held by the worker now", registry=r
-        )
-        self.concurrency = prometheus.Gauge(
-            "wavespeed_concurrency", "The current concurrency", registry=r
-        )
-        self.spool = prometheus.Gauge(
-            "wavespeed_spool_entries", "Results waiting in the spool", registry=r
-        )
+        self.in_flight = gauge("wavespeed_jobs_in_flight", "Jobs held by the worker now")
+        self.concurrency = gauge("wavespeed_concurrency", "The current concurrency")
+        self.spool = gauge("wavespeed_spool_entries", "Results waiting in the spool")
 
     def job_ended(self, kind: str, status: str, seconds: float) -> None:
         self.jobs.labels(kind, status).inc()
