@@ -326,21 +326,22 @@ def create_app(
         with waits.hold(wait) as granted:
             return reply(jobs.wait(record, granted))
 
-    def status(job_id: str, **_: str) -> "flask.Response":
+    def read_job(
+        job_id: str, read: Callable[[JobRecord, float], dict[str, Any]]
+    ) -> "flask.Response":
+        """``read(record, seconds it may wait)``, the wait from ``?wait=`` (default none)."""
         wait = wait_seconds(0.0)
         record = jobs.get(job_id)
         if record is None:
             return not_found(job_id)
         with waits.hold(wait) as granted:
-            return reply(jobs.wait(record, granted))
+            return reply(read(record, granted))
+
+    def status(job_id: str, **_: str) -> "flask.Response":
+        return read_job(job_id, jobs.wait)
 
     def stream(job_id: str, **_: str) -> "flask.Response":
-        wait = wait_seconds(0.0)
-        record = jobs.get(job_id)
-        if record is None:
-            return not_found(job_id)
-        with waits.hold(wait) as granted:
-            return reply(jobs.take_stream(record, granted))
+        return read_job(job_id, jobs.take_stream)
 
     def cancel(job_id: str, **_: str) -> "flask.Response":
         doc = jobs.cancel(job_id)
