@@ -26,7 +26,14 @@ import shutil
 from typing import Any, Callable, Optional
 
 from ..logs import ensure_handler, logger
-from .upload import load_boto3, region_from_url, transfer_config
+from .upload import (
+    load_boto3,
+    object_key,
+    presigned_url,
+    region_from_url,
+    transfer_config,
+    transfer_kwargs,
+)
 
 __all__ = [
     "create_boto_client",
@@ -74,18 +81,6 @@ def create_boto_client(
     return client, transfer_config()
 
 
-def _key(file_name: str, prefix: Optional[str]) -> str:
-    return f"{prefix}/{file_name}" if prefix else file_name
-
-
-def _presigned(client: Any, bucket_name: str, key: str, expiry: int) -> str:
-    return str(
-        client.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket_name, "Key": key}, ExpiresIn=expiry
-        )
-    )
-
-
 def upload_file_to_bucket(
     file_location: str,
     file_name: str,
@@ -101,20 +96,14 @@ def upload_file_to_bucket(
 ) -> str:
     """Upload the file at ``file_location`` as ``[prefix/]file_name``; returns a presigned URL."""
     client, config = create_boto_client(endpoint_url, access_key_id, secret_access_key, region)
-    key = _key(file_name, prefix)
+    key = object_key(file_name, prefix)
     log.debug("uploading %s to s3://%s/%s", file_location, bucket_name, key)
-    kwargs: dict[str, Any] = {
-        "Filename": file_location,
-        "Bucket": bucket_name,
-        "Key": key,
-        "Config": config,
-    }
-    if extra_args:
-        kwargs["ExtraArgs"] = dict(extra_args)
-    if progress_callback is not None:
-        kwargs["Callback"] = progress_callback
-    client.upload_file(**kwargs)
-    return _presigned(client, bucket_name, key, presigned_url_expiry)
+    client.upload_file(
+        **transfer_kwargs(
+            bucket_name, key, extra_args, progress_callback, Filename=file_location, Config=config
+        )
+    )
+    return presigned_url(client, bucket_name, key, presigned_url_expiry)
 
 
 def upload_file_to_bucket_or_local(
@@ -179,18 +168,16 @@ def upload_bytes_to_bucket(
     One request under 8 MiB, multipart above.
     """
     client, config = create_boto_client(endpoint_url, access_key_id, secret_access_key, region)
-    key = _key(file_name, prefix)
+    key = object_key(file_name, prefix)
     data = bytes(file_data)
     if len(data) < _PUT_LIMIT:
         put: dict[str, Any] = dict(extra_args or {})
         put["Body"] = data
         client.put_object(Bucket=bucket_name, Key=key, **put)
     else:
-        kwargs: dict[str, Any] = {"Bucket": bucket_name, "Key": key, "Config": config}
-        if extra_args:
-            kwargs["ExtraArgs"] = dict(extra_args)
+        kwargs = transfer_kwargs(bucket_name, key, extra_args, Config=config)
         client.upload_fileobj(io.BytesIO(data), **kwargs)
-    return _presigned(client, bucket_name, key, presigned_url_expiry)
+    return presigned_url(client, bucket_name, key, presigned_url_expiry)
 
 
 def download_file_from_bucket(
@@ -209,13 +196,10 @@ def download_file_from_bucket(
     Returns that path.
     """
     client, config = create_boto_client(endpoint_url, access_key_id, secret_access_key, region)
-    kwargs: dict[str, Any] = {
-        "Bucket": bucket_name,
-        "Key": _key(file_name, prefix),
-        "Filename": destination_path,
-        "Config": config,
-    }
-    if progress_callback is not None:
-        kwargs["Callback"] = progress_callback
-    client.download_file(**kwargs)
+    key = object_key(file_name, prefix)
+    client.download_file(
+        **transfer_kwargs(
+            bucket_name, key, None, progress_callback, Filename=destination_path, Config=config
+        )
+    )
     return destination_path

@@ -22,7 +22,7 @@ import shutil
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ..errors import WavespeedError
 from ..logs import ensure_handler, logger
@@ -174,12 +174,40 @@ def _keep_locally(folder: str, name: str, source: Optional[str], data: Optional[
     return path
 
 
-def _presign(client: Any, bucket: str, key: str) -> str:
+# The S3 calls both APIs make (runpod's here, wavespeed 1.0's in boto3_utils).
+
+
+def object_key(file_name: str, prefix: Optional[str]) -> str:
+    """``prefix/file_name``, or ``file_name`` without a prefix."""
+    return f"{prefix}/{file_name}" if prefix else file_name
+
+
+def presigned_url(client: Any, bucket: str, key: str, expiry: int = PRESIGN_SECONDS) -> str:
+    """A GET URL of the object, valid for ``expiry`` seconds."""
     return str(
         client.generate_presigned_url(
-            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=PRESIGN_SECONDS
+            "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=expiry
         )
     )
+
+
+def transfer_kwargs(
+    bucket: str,
+    key: str,
+    extra_args: Optional[Mapping[str, Any]] = None,
+    callback: Optional[Callable[[int], Any]] = None,
+    **more: Any,
+) -> dict[str, Any]:
+    """Keyword arguments of boto3's ``upload_file``, ``upload_fileobj`` and ``download_file``.
+
+    ``ExtraArgs`` and ``Callback`` are passed only when given.
+    """
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key, **more}
+    if extra_args:
+        kwargs["ExtraArgs"] = dict(extra_args)
+    if callback is not None:
+        kwargs["Callback"] = callback
+    return kwargs
 
 
 def upload_image(
@@ -207,7 +235,7 @@ def upload_image(
         )
         with open(image_location, "rb") as body:
             client.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
-        location = _presign(client, bucket, key)
+        location = presigned_url(client, bucket, key)
     if results_list is not None:
         results_list[result_index] = location
     return location
@@ -273,12 +301,9 @@ def upload_file_to_bucket(
         return _keep_locally("local_upload", file_name, file_location, None)
     client = _client(creds)
     bucket = bucket_name or _default_bucket()
-    key = f"{prefix}/{file_name}" if prefix else file_name
-    kwargs: dict[str, Any] = {"Filename": file_location, "Bucket": bucket, "Key": key}
-    if extra_args:
-        kwargs["ExtraArgs"] = dict(extra_args)
-    client.upload_file(**kwargs)
-    return _presign(client, bucket, key)
+    key = object_key(file_name, prefix)
+    client.upload_file(**transfer_kwargs(bucket, key, extra_args, Filename=file_location))
+    return presigned_url(client, bucket, key)
 
 
 def upload_in_memory_object(
@@ -294,6 +319,6 @@ def upload_in_memory_object(
         return _keep_locally("local_upload", file_name, None, bytes(file_data))
     client = _client(creds)
     bucket = bucket_name or _default_bucket()
-    key = f"{prefix}/{file_name}" if prefix else file_name
+    key = object_key(file_name, prefix)
     client.upload_fileobj(io.BytesIO(bytes(file_data)), bucket, key)
-    return _presign(client, bucket, key)
+    return presigned_url(client, bucket, key)
