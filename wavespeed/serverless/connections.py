@@ -99,7 +99,8 @@ class TrackedAdapter(HTTPAdapter):
         super().__init__(**kwargs)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
+        # types-requests leaves init_poolmanager unannotated.
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[no-untyped-call]
         tracker = self._tracker
 
         class TrackedHTTP(HTTPConnection):

@@ -627,7 +627,8 @@ def safe_get(
             close_response()
         finally:
             pool.close()
-            adapter.close()
+            # types-requests leaves HTTPAdapter.close unannotated.
+            adapter.close()  # type: ignore[no-untyped-call]
 
     response.close = close  # type: ignore[method-assign]
     declared = response.headers.get("Content-Length", "")
