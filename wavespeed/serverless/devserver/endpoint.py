@@ -3,6 +3,10 @@
 ``LocalEndpoint`` is what the routes call and the engine's destination
 (stream chunks, progress and results land in the job store). It knows nothing of
 HTTP; ``app.py`` turns requests into calls to it.
+
+It is a little over 400 lines because the job store and the routes' view
+of a job (``_document``) share the endpoint's lock with the engine's
+destination callbacks; keeping them together keeps that lock in one file.
 """
 
 import json

@@ -32,6 +32,10 @@ runpod still catches them.
 
 ``safe_get(url)`` is the same guard for code that wants a streamed
 ``requests.Response`` (runpod's ``rp_ssrf.safe_get``).
+
+Over 400 lines on purpose: the SSRF guard, the pinned connections, the
+redirect walk and the bounded writers are one security boundary, read and
+reviewed as a whole.
 """
 
 import hashlib

@@ -38,6 +38,10 @@ mirrored.
 It is best-effort by default: a missing volume or namespace makes every
 call a no-op, and any failure is logged and leaves a cold (but working)
 worker. ``best_effort=False`` raises instead.
+
+Over 400 lines on purpose: runpod's ``VolumeCache`` API (its on-volume
+layout, locks and manifest) is reproduced as one unit, so that runpod and
+wavespeed workers can share one mirror.
 """
 
 import atexit
