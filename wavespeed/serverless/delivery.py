@@ -27,7 +27,7 @@ from .config import Config
 from .job import Job, JobResult, failure
 from .logs import logger
 from .metrics import NullMetrics
-from .outbox import MAX_BYTES, MAX_ITEMS, FinalOutcome, FinalState, Kind, Outbox, Message
+from .outbox import MAX_BYTES, MAX_ITEMS, FinalOutcome, FinalState, Kind, Message, Outbox
 from .spool import Spool, SpoolEntry
 
 __all__ = ["MAX_BYTES", "MAX_ITEMS", "Delivery", "FinalOutcome", "Outbox", "Stats"]
