@@ -10,6 +10,7 @@ lines logged from handler threads carry it. Nothing is configured at import:
 
 import json
 import logging
+import os
 import sys
 import threading
 from typing import Any, Optional, TextIO
@@ -61,13 +62,39 @@ class LineFormatter(logging.Formatter):
         return line
 
 
+class SafeStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler whose failures never reach the code that logged.
+
+    A handler may close or break ``sys.stderr`` (``sys.stderr.close()``, a
+    closed pipe). ``logging``'s own ``handleError`` then writes to that same
+    stream, and the ``ValueError`` it raises escapes into whatever SDK code
+    was logging (a result being posted, a thread role's guard, shutdown).
+    Here the line goes straight to the stream's file descriptor instead
+    (still open after ``sys.stderr.close()``), or is dropped.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        try:
+            self._fd: Optional[int] = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # io.StringIO and the like
+            self._fd = None
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        try:
+            if self._fd is not None:
+                os.write(self._fd, (self.format(record) + self.terminator).encode("utf-8", "replace"))
+        except Exception:  # noqa: BLE001 - nowhere left to write: the line is dropped
+            pass
+
+
 def setup_logging(config: Config, stream: Optional[TextIO] = None) -> logging.Handler:
     """Install our one handler on the ``wavespeed`` logger (replacing a previous one)."""
     logging.addLevelName(TRACE, "TRACE")
     log = logger()
     for old in [h for h in log.handlers if getattr(h, "_wavespeed", False)]:
         log.removeHandler(old)
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = SafeStreamHandler(stream or sys.stderr)
     handler.setFormatter(LineFormatter(config.json_logs, config.api_key))
     handler._wavespeed = True  # type: ignore[attr-defined]
     log.addHandler(handler)
@@ -94,10 +121,8 @@ def ensure_handler() -> None:
     with _FALLBACK_LOCK:
         if base.handlers:
             return
-        import os
-
         endpoint = os.environ.get("RUNPOD_ENDPOINT_ID") or os.environ.get("WAVERLESS_ENDPOINT_ID")
-        handler = logging.StreamHandler(sys.stderr)
+        handler = SafeStreamHandler(sys.stderr)
         handler.setFormatter(LineFormatter(bool(endpoint), None))
         handler._wavespeed = True  # type: ignore[attr-defined]
         logging.addLevelName(TRACE, "TRACE")
