@@ -170,7 +170,7 @@ def test_two_workers_sharing_a_spool_never_both_send_an_entry(fp: FakePlatform, 
     for job_id in ids:
         store.save(job_id, body({"n": job_id}), False)
     # Each post takes a little while, so both resenders are busy at the same time.
-    fp.rule("job-done", lambda rec: Fault(200, body=b"{}", delay=0.02))
+    fp.rule("job-done", lambda rec: Fault(200, body=b"{}", delay=0.05))
     with running_worker(fp, echo, spool, worker_id="pod-a"), running_worker(fp, echo, spool, worker_id="pod-b"):
         assert fp.wait_results(len(ids), 30), len(fp.results())
         assert wait_until(lambda: on_disk(spool) == [], 5), on_disk(spool)
