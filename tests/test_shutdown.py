@@ -2,7 +2,8 @@
 
 - Job ids that are not header-safe (``\\n``, ``\\r\\n``, outside Latin-1,
   emoji): the result is never lost, and is delivered once the transport
-  makes the ``X-Request-ID`` header safe.
+  makes the ``X-Request-ID`` header safe. A lone surrogate (JSON allows
+  one) never loses its result or its slot either.
 - SIGTERM while a result is being retried: it is spooled before exit, and
   exit comes within ``drain_timeout`` + 5 s (a real subprocess).
 - Shutdown stays bounded when job-done never answers, stuck jobs included.
