@@ -332,6 +332,7 @@ class FakePlatform:
         self._next_id = 0
         self._faults: Dict[str, Deque[Fault]] = {r: collections.deque() for r in ROUTES}
         self._delays: Dict[str, float] = {}  # route -> seconds every request is held
+        self._rules: Dict[str, Callable[[Recorded], Optional[Fault]]] = {}
         self._to_stop: List[str] = []
         self._requests: List[Recorded] = []
         self._by_route: Dict[str, List[Recorded]] = {r: [] for r in ROUTES}
@@ -501,6 +502,23 @@ class FakePlatform:
         with self._cond:
             self._delays[route] = float(seconds)
 
+    def rule(self, route: str, decide: Optional[Callable[[Recorded], Optional[Fault]]]) -> None:
+        """A standing fault: every request on ``route`` with no scripted fault
+        left is offered to ``decide(rec)`` (called without the lock held); a
+        ``Fault`` it returns answers instead of the normal logic, ``None``
+        lets the request through. ``None`` removes the rule.
+
+        For faults that depend on the request: a proxy answering 502 to
+        bodies over N bytes, a 3xx, a job-done that never answers
+        (``Fault(delay=3600)``: ``stop()`` still cuts it short)."""
+        if route not in self._faults:
+            raise ValueError("unknown route %r; one of %s" % (route, ", ".join(ROUTES)))
+        with self._cond:
+            if decide is None:
+                self._rules.pop(route, None)
+            else:
+                self._rules[route] = decide
+
     def stop_job(self, job_id: str) -> None:
         """Ask the worker to cancel ``job_id``: the next job-stop request (or
         one being held) answers ``{"jobsToStop": [...all pending...]}``."""
@@ -656,8 +674,11 @@ class FakePlatform:
             self._by_route[route].append(rec)
             fault = self._faults[route].popleft() if self._faults[route] else None
             delay = self._delays.get(route, 0.0)
+            decide = self._rules.get(route) if fault is None else None
             self._cond.notify_all()
         try:
+            if decide is not None:
+                fault = decide(rec)
             if fault is not None:
                 self._answer_fault(h, rec, fault)
             else:

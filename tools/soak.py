@@ -6,18 +6,27 @@ A fault-injecting platform on 127.0.0.1 hands out an endless stream of jobs
 of mixed kinds (sync, async, generators, async generators, raising, slow,
 progress updates, output that is not JSON, ``sys.exit`` inside the handler)
 plus malformed items (no ``input``, no ``id``, not an object, duplicate ids
-in one batch, a job handed out again while it runs). Every route answers
-with a random fault at ``--fault-rate``: 500/502/503, 429 with or without
-``Retry-After``, a connection reset, a slow answer, and (on job-take) a body
-that is not JSON; results are also refused now and then (400), and for the
-last 6 s of every 40 s (``--outage-every``) the result route is down, so
-results go to the worker's spool and must be re-sent.
+in one batch, a job handed out again while it runs, a job whose ``input`` is
+nested 1,000 deep: too deep to parse, its id still readable) and job ids
+that are not header-safe (``\n``, ``\r\n``, CJK, emoji, a tab and a
+trailing space). Every route answers with a random fault at
+``--fault-rate``: 500/502/503, 429 with or without ``Retry-After``, a
+connection reset, a slow answer, and (on job-take) a body that is not JSON;
+results are also refused now and then (400), and for the last 6 s of every
+40 s (``--outage-every``) the result route is down, so results go to the
+worker's spool and must be re-sent.
+
+Every ``--restart-every``-th outage (the first included) the worker gets
+SIGTERM while its results are being retried: it must spool what it could
+not deliver and exit 0 within its drain timeout + 5 s; a new worker process
+then starts on the same spool folder and re-sends it.
 
 After ``--duration`` seconds the platform stops handing out jobs and turns
 the faults off, waits for every job served to be answered, sends SIGTERM to
 the worker and prints one accounting line. The exit status is 1 when any job
 was lost (no accepted final result), duplicated (more than one), answered
-with the wrong result, or when the worker did not exit 0.
+with the wrong result, when a ``.tmp`` file is left in the spool, or when a
+worker did not exit 0 in time.
 
 Run with ``--worker`` it is the worker process itself (internal).
 """
@@ -44,6 +53,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENDPOINT = "soak"
 API_KEY = "soak-key"
 OUTAGE_LENGTH = 6.0
+DRAIN_TIMEOUT = 2.0  # the workers' drain timeout: SIGTERM to exit within this + 5 s
+EXIT_SLACK = 5.0
+DEEP = 1000  # nesting of the job bodies too deep to parse
+# Suffixes that make a job id unsafe as a raw header value (PROTOCOL §17).
+HOSTILE_SUFFIXES = ["\nline", "\r\nX-Injected: 1", "-任务", "-🚀", "\tand space "]
 
 # Handler kinds and how often each is handed out.
 KINDS: List[Tuple[str, int]] = [
@@ -122,6 +136,8 @@ def expected_ok(kind: str, body: Any, is_stream: bool) -> bool:
     error = body.get("error")
     if isinstance(error, str) and "the platform refused the job's result" in error:
         return True  # a refused result replaced by a small FAILED one: still an answer
+    if isinstance(error, str) and "worker shutting down" in error:
+        return True  # still running at a restart's drain deadline: reported FAILED
     if kind in ("gen", "agen"):
         return is_stream and body == {"output": []}
     if kind == "raise":
@@ -133,6 +149,15 @@ def expected_ok(kind: str, body: Any, is_stream: bool) -> bool:
     if kind == "malformed":
         return isinstance(error, str) and "malformed" in error
     return error is None and isinstance(body.get("output"), dict) and body["output"].get("kind") == kind
+
+
+class Deep(str):
+    """A job-take item already in JSON text (too deep for ``json.dumps`` to write)."""
+
+
+def job_take_body(items: List[Any], batch: bool) -> bytes:
+    texts = [item if isinstance(item, Deep) else json.dumps(item) for item in items]
+    return (("[%s]" % ",".join(texts)) if batch else texts[0]).encode()
 
 
 class Platform:
@@ -154,6 +179,9 @@ class Platform:
         self.recent_slow: Deque[Tuple[float, str]] = deque()
         self.rehanded = 0
         self.batch_duplicates = 0
+        self.hostile = 0
+        self.deep = 0
+        self.shutdown_failed = 0
         self.refused = 0
         self.requests = 0
         self.faults: Dict[str, int] = {}
@@ -245,6 +273,10 @@ class Platform:
         if h.headers.get("Authorization") != API_KEY:
             self.send(h, 401, b'{"error":"unauthorized"}')
             return
+        # A result route outage is decided when the request arrives: a slow
+        # answer must not accept, after the outage, a post the worker has
+        # given up on (that would be an honest at-least-once repeat).
+        outage = self.in_outage()
         fault = self.pick_fault(route)
         if fault == "reset":
             self.reset(h)
@@ -269,10 +301,9 @@ class Platform:
             if not items:
                 self.send(h, 204)
                 return
-            payload = items[0] if route == "job-take" else items
-            self.send(h, 200, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+            self.send(h, 200, job_take_body(items, route != "job-take"), {"Content-Type": "application/json"})
         elif route == "job-done" and len(parts) >= 6:
-            self.done(h, parts[5], body, query.get("isStream") == "true", fault == "400")
+            self.done(h, parts[5], body, query.get("isStream") == "true", fault == "400", outage)
         elif route == "job-stream":
             with self.lock:
                 self.chunks += 1
@@ -312,6 +343,14 @@ class Platform:
                 if roll < 0.04:
                     items.append(["not", "an", "object"])
                     continue
+                if roll < 0.045:
+                    self.deep += 1
+                    self.served[job_id] = "malformed"
+                    items.append(Deep('{"id": "%s", "input": %s%s}' % (job_id, "[" * DEEP, "]" * DEEP)))
+                    continue
+                if roll < 0.075:
+                    self.hostile += 1
+                    job_id += self.rand.choice(HOSTILE_SUFFIXES)
                 kind = self.rand.choices(KIND_NAMES, KIND_WEIGHTS)[0]
                 job: Dict[str, Any] = {"id": job_id, "input": {"kind": kind, "n": self.next_id}}
                 if kind == "slow":
@@ -324,7 +363,9 @@ class Platform:
                     items.append(dict(job))  # the same id twice in one batch
             return items
 
-    def done(self, h: BaseHTTPRequestHandler, job_id: str, body: bytes, is_stream: bool, refuse: bool) -> None:
+    def done(
+        self, h: BaseHTTPRequestHandler, job_id: str, body: bytes, is_stream: bool, refuse: bool, outage: bool
+    ) -> None:
         try:
             parsed = json.loads(body)
         except ValueError:
@@ -336,7 +377,6 @@ class Platform:
             return
         with self.lock:
             self.posted.add(job_id)
-            outage = self.in_outage()
             if refuse and not outage:
                 self.refused += 1
         if outage:
@@ -350,7 +390,20 @@ class Platform:
             kind = self.served.get(job_id)
             if kind is None or not expected_ok(kind, parsed, is_stream):
                 self.wrong.append((job_id, parsed))
+            elif isinstance(parsed, dict) and "worker shutting down" in str(parsed.get("error")):
+                self.shutdown_failed += 1
         self.send(h, 200, b"{}")
+
+    def new_worker(self) -> None:
+        """A restart: jobs the old worker ran are never handed to the new one."""
+        with self.lock:
+            self.recent_slow.clear()
+
+    def outage_index(self) -> int:
+        """Which outage is on now (0, 1, ...), or -1 when none is."""
+        if self.outage_every <= 0 or not self.in_outage():
+            return -1
+        return int((time.monotonic() - self.started) // self.outage_every)
 
     def unanswered(self) -> int:
         with self.lock:
@@ -371,6 +424,57 @@ def read_status(pid: int, key: str) -> int:
     return 0
 
 
+class WorkerRun:
+    """One worker process: started, watched (its log lines, peak RSS), stopped with SIGTERM."""
+
+    def __init__(self, python: str, env: Dict[str, str], tail: Deque[str], spool_lines: List[str]) -> None:
+        self.proc = subprocess.Popen(
+            [python, os.path.abspath(__file__), "--worker"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,  # the worker's log lines (stdout, as runpod's)
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.peak_kb = 0
+        self._tail = tail
+        self._spool_lines = spool_lines
+        self._reader = threading.Thread(target=self._drain, daemon=True)
+        self._reader.start()
+
+    def _drain(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode("utf-8", "replace")
+            self._tail.append(line)
+            if "spooled to" in line:  # the worker's warning for each spooled result
+                self._spool_lines.append(line)
+
+    def sample(self) -> None:
+        self.peak_kb = max(self.peak_kb, read_status(self.proc.pid, "VmHWM"))
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def terminate(self, timeout: float) -> Tuple[Optional[int], float]:
+        """SIGTERM; (exit code or None, seconds to exit)."""
+        self.sample()
+        began = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code: Optional[int] = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        return code, time.monotonic() - began
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        self._reader.join(5)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of faults (default 120)")
@@ -382,6 +486,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         type=float,
         default=40.0,
         help="the result route is down for the last 6 s of every this many seconds (0: never)",
+    )
+    parser.add_argument(
+        "--restart-every",
+        type=int,
+        default=2,
+        help="SIGTERM the worker during every this many-th outage, the first included (0: never)",
     )
     parser.add_argument("--python", default=sys.executable, help="interpreter for the worker")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -408,56 +518,49 @@ def main(argv: Optional[List[str]] = None) -> int:
         "RUNPOD_LOG_LEVEL": "INFO",
         "WAVESPEED_SPOOL_DIR": spool,
         "WAVESPEED_RESULT_DEADLINE": "3",
+        "WAVESPEED_DRAIN_TIMEOUT": str(DRAIN_TIMEOUT),
         "WAVESPEED_HEALTH_PORT": "0",
         "SOAK_CONCURRENCY": str(args.concurrency),
     }
     print(f"soak: {args.duration:g} s, fault rate {args.fault_rate:g}, seed {seed}, spool {spool}", flush=True)
-    proc = subprocess.Popen(
-        [args.python, os.path.abspath(__file__), "--worker"],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,  # the worker's log lines (stdout, as runpod's)
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
     tail: Deque[str] = deque(maxlen=40)
     spool_lines: List[str] = []
-
-    def drain() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode("utf-8", "replace")
-            tail.append(line)
-            if "spooled to" in line:  # the worker's warning for each spooled result
-                spool_lines.append(line)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    exit_bound = DRAIN_TIMEOUT + EXIT_SLACK
+    restarts: List[Tuple[Optional[int], float]] = []  # (exit code, seconds) of each SIGTERM mid-run
     peak_kb = 0
+    worker = WorkerRun(args.python, env, tail, spool_lines)
+    restarted_in = -1  # the outage a restart was done in
     begin = time.monotonic()
     try:
-        while time.monotonic() - begin < args.duration and proc.poll() is None:
-            time.sleep(0.5)
-            peak_kb = max(peak_kb, read_status(proc.pid, "VmHWM"))
+        while time.monotonic() - begin < args.duration and worker.running():
+            time.sleep(0.2)
+            worker.sample()
+            outage = platform.outage_index()
+            if (
+                outage >= 0
+                and outage != restarted_in
+                and args.restart_every > 0
+                and outage % args.restart_every == 0
+            ):
+                # SIGTERM while results are being retried (the result route is down).
+                restarted_in = outage
+                restarts.append(worker.terminate(exit_bound + 10))
+                peak_kb = max(peak_kb, worker.peak_kb)
+                worker.kill()
+                platform.new_worker()
+                worker = WorkerRun(args.python, env, tail, spool_lines)
         with platform.lock:
             platform.producing = False
             platform.faults_on = False
         fault_seconds = time.monotonic() - begin
-        grace = time.monotonic() + 90  # result deadline + spool re-send tick + slow jobs
-        while platform.unanswered() and time.monotonic() < grace and proc.poll() is None:
+        grace = time.monotonic() + 90  # result deadline + spool re-send backoff + slow jobs
+        while platform.unanswered() and time.monotonic() < grace and worker.running():
             time.sleep(0.25)
-        peak_kb = max(peak_kb, read_status(proc.pid, "VmHWM"))
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(40)
-        except subprocess.TimeoutExpired:
-            code = None
+            worker.sample()
+        code, exit_seconds = worker.terminate(exit_bound + 30)
+        peak_kb = max(peak_kb, worker.peak_kb)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        reader.join(5)
+        worker.kill()
         platform.stop()
 
     with platform.lock:
@@ -469,13 +572,16 @@ def main(argv: Optional[List[str]] = None) -> int:
         requests_total = platform.requests
         faults = sum(platform.faults.values())
     spooled = len(spool_lines)
-    leftover = [n for n in os.listdir(spool)] if os.path.isdir(spool) else []
+    leftover = sorted(os.listdir(spool)) if os.path.isdir(spool) else []
+    tmp_left = [n for n in leftover if n.endswith(".tmp")]
     if not leftover and os.path.isdir(spool):
         os.rmdir(spool)
+    bad_restarts = [(c, t) for c, t in restarts if c != 0 or t > exit_bound]
     print(
         "soak: jobs served %d, results accepted %d, lost %d, duplicated %d, wrong %d, "
-        "spooled %d (left on disk %d), refused->FAILED %d, re-handed %d, batch duplicates %d, "
-        "faults %d, requests %d (%.0f/s), peak RSS %.1f MB, worker exit %s"
+        "spooled %d (left on disk %d, .tmp %d), refused->FAILED %d, re-handed %d, batch duplicates %d, "
+        "hostile ids %d, deep bodies %d, SIGTERM restarts %d (slowest exit %.1f s, bad %d), "
+        "shutdown->FAILED %d, faults %d, requests %d (%.0f/s), peak RSS %.1f MB, worker exit %s in %.1f s"
         % (
             served,
             accepted,
@@ -484,21 +590,30 @@ def main(argv: Optional[List[str]] = None) -> int:
             len(wrong),
             spooled,
             len(leftover),
+            len(tmp_left),
             platform.refused,
             platform.rehanded,
             platform.batch_duplicates,
+            platform.hostile,
+            platform.deep,
+            len(restarts),
+            max([t for _, t in restarts] or [0.0]),
+            len(bad_restarts),
+            platform.shutdown_failed,
             faults,
             requests_total,
             requests_total / max(fault_seconds, 1e-9),
             peak_kb / 1024.0,
             code,
+            exit_seconds,
         ),
         flush=True,
     )
-    for label, items in (("lost", lost), ("duplicated", duplicated), ("wrong", wrong)):
+    for label, items in (("lost", lost), ("duplicated", duplicated), ("wrong", wrong), ("bad restarts", bad_restarts)):
         if items:
             print(f"soak: {label}: {items[:10]!r}", file=sys.stderr)
-    failed = bool(lost or duplicated or wrong or code != 0 or served == 0)
+    slow_exit = exit_seconds > exit_bound
+    failed = bool(lost or duplicated or wrong or tmp_left or bad_restarts or slow_exit or code != 0 or served == 0)
     if failed:
         print("soak: FAILED; last worker log lines:\n" + "".join(tail), file=sys.stderr)
     return 1 if failed else 0

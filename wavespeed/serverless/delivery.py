@@ -121,7 +121,11 @@ class Delivery:
             except BaseException as exc:  # noqa: BLE001 - the last line of defence for a result
                 log.exception("delivering a message of job %s failed", box.job_id)
                 if message.kind is Kind.FINAL and message.result is not None:
-                    self._spool_final(box, message.result, f"{type(exc).__name__}: {exc}")
+                    try:
+                        self._spool_final(box, message.result, f"{type(exc).__name__}: {exc}")
+                    except BaseException:  # noqa: BLE001 - the outbox must finish: its slot frees then
+                        log.exception("the result of job %s is lost: spooling it failed too", box.job_id)
+                        self.finish(box, message.result, Outcome.DROPPED)
 
     def _send(self, box: Outbox, message: Message) -> None:
         if message.kind is Kind.CHUNK:

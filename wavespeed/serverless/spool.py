@@ -98,7 +98,10 @@ class Spool:
             os.makedirs(self.directory, mode=0o700, exist_ok=True)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             try:
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                # A job id may hold a lone surrogate (JSON allows "\ud800"), which
+                # UTF-8 cannot encode; backslashreplace writes it as that very
+                # JSON escape, so it reads back as the same id.
+                with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as handle:
                     json.dump(record, handle, ensure_ascii=False)
                     handle.flush()
                     os.fsync(handle.fileno())
@@ -106,7 +109,7 @@ class Spool:
             except BaseException:
                 _unlink(tmp)
                 raise
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: never raise into the delivery path
             log.error("could not spool the result of job %s to %s: %s", job_id, self.directory, exc)
             return None
         return path
