@@ -29,7 +29,8 @@ def with_query(url: str, params: Mapping[str, Any]) -> str:
 
 def job_url(template: str, job_id: str) -> str:
     """The job-done or stream URL for one job (``$ID`` is the job id)."""
-    return template.replace("$ID", quote(str(job_id), safe=""))
+    # surrogatepass: a lone surrogate (JSON allows "\ud800") still has bytes to send.
+    return template.replace("$ID", quote(_utf8(str(job_id)), safe=""))
 
 
 # Visible ASCII except "%", which must escape itself for the encoding to be undone.
@@ -46,7 +47,11 @@ def header_safe(value: str) -> str:
     """
     if value.isascii() and value.isprintable() and "%" not in value and " " not in value:
         return value
-    return quote(value, safe=_HEADER_SAFE)
+    return quote(_utf8(value), safe=_HEADER_SAFE)
+
+
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
 
 
 def retry_after_seconds(value: Optional[str]) -> Optional[float]:
