@@ -124,8 +124,10 @@ class Delivery:
                     try:
                         self._spool_final(box, message.result, f"{type(exc).__name__}: {exc}")
                     except BaseException:  # noqa: BLE001 - the outbox must finish: its slot frees then
-                        log.exception("the result of job %s is lost: spooling it failed too", box.job_id)
-                        self.finish(box, message.result, Outcome.DROPPED)
+                        log.exception(
+                            "the result of job %s is lost: spooling it failed too", box.job_id
+                        )
+                        self.finish(box, message.result, FinalOutcome.DROPPED)
 
     def _send(self, box: Outbox, message: Message) -> None:
         if message.kind is Kind.CHUNK:
