@@ -36,6 +36,8 @@ log = logger("worker")
 # How long results may still take to leave after the drain deadline before
 # they are spooled; with the steps around it, exit comes within drain + 5 s.
 DELIVERY_GRACE = 3.0
+# How long stop() lets a job-take in flight finish before cutting it.
+FETCH_GRACE = 0.25
 # A thread role whose turn failed this many times in a row makes /health unhealthy.
 FAILING_AFTER = 3
 
@@ -171,12 +173,11 @@ class Worker:
             self._stopping.set()
 
     def request_stop(self, reason: str = "requested") -> None:
-        """Stop taking jobs, cutting an open long-poll (safe from any thread)."""
+        """Stop taking jobs (safe from any thread); ``stop()`` cuts a long-poll still open."""
         self.signal_stop(reason)
         self.fetcher.stop()
         if self.cancel_poller is not None:
             self.cancel_poller.stop()
-        self.transport.abort_fetch()  # an open long-poll must not delay exit
 
     @property
     def stopping(self) -> bool:
@@ -189,7 +190,8 @@ class Worker:
         """Shut down in one fixed order; returns False when handler threads are stuck.
 
         The order matters, and the whole of it is bounded by drain_timeout + 5 s:
-        1. stop fetching and cancel-polling, cutting an open long-poll: no new jobs;
+        1. stop fetching and cancel-polling; a take in flight gets FETCH_GRACE
+           to arrive, then an open long-poll is cut: no new jobs;
         2. drain: running jobs finish up to the drain deadline (their results
            leave as they finish); jobs still running then get a FAILED result;
         3. results still not delivered a short grace after the deadline are
@@ -203,6 +205,11 @@ class Worker:
         self.request_stop(self.stop_reason or "stop")
         log.info("worker stopping (%s)", self.stop_reason)
         self.resend_role.stop()
+        # A take already answered (Waverless answers at once) gets a moment to
+        # arrive: cutting it would lose its jobs. A long-poll still open after
+        # that is cut, so it cannot delay the exit.
+        self.fetcher.join(FETCH_GRACE)
+        self.transport.abort_fetch()
         for role in (self.fetcher, self.cancel_poller):
             if role is not None:
                 role.join(2.0)
