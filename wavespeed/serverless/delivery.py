@@ -238,6 +238,11 @@ class Delivery:
             )
             box.finished.set()
             on_done = box.on_done
+            # The run, its job and this outbox refer to each other; let go of
+            # the result and the callback now, so a large output is freed at
+            # once instead of at the next cycle collection.
+            box.on_done = None
+            box.final = None
         with self._lock:
             self._open.discard(box)
             self._lock.notify_all()

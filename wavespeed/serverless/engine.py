@@ -303,6 +303,7 @@ class Engine:
                 run.status = "FAILED" if result.failed else "COMPLETED"
             final = None if chosen.cancelled else chosen  # cancelled: nothing to post
         run.ended = time.monotonic()
+        run.job.cancel_hook = None  # the task's cancel: not needed past here
         self._log_end(run)
         kind = ("async" if run.on_loop else "sync") + ("_generator" if result.is_stream else "")
         self.metrics.job_ended(kind, run.status, run.ended - run.started)
