@@ -53,11 +53,13 @@ def scrape(port: int) -> Tuple[int, str, str]:
 
 def test_a_running_worker_serves_its_metrics(fp: FakePlatform, tmp_path: Any) -> None:
     release = threading.Event()
+    holding = threading.Event()
 
     def handler(job: Dict[str, Any]) -> Any:
         if job["input"].get("fail"):
             raise ValueError("boom")
         if job["input"].get("hold"):
+            holding.set()
             release.wait(10)
         if job["input"].get("stream"):
             return (i for i in range(3))
@@ -69,7 +71,7 @@ def test_a_running_worker_serves_its_metrics(fp: FakePlatform, tmp_path: Any) ->
     with running_worker(fp, handler, tmp_path, env=env, concurrency=2):
         assert fp.wait_results(4, 10)
         held = fp.add_job({"hold": True})
-        assert fp.wait_for(lambda f: held in f.taken(), 10)
+        assert holding.wait(10)  # running: it holds a slot until released
         status, content_type, text = scrape(port)
         assert status == 200 and content_type.startswith("text/plain")
         found = samples(text)
