@@ -257,19 +257,22 @@ class Transport:
 
     # -- job-take and job-stop ------------------------------------------------------
 
+    def _long_poll(self, pool: Any, target: str) -> Any:
+        """One GET on the fetch session's pool: no retries or redirects (the caller backs off)."""
+        return pool.urlopen(
+            "GET",
+            target,
+            headers=self._headers,
+            retries=False,
+            redirect=False,
+            assert_same_host=False,
+            timeout=self._fetch_timeout,
+        )
+
     def take(self, free: int, in_progress: bool) -> TakeResult:
         """Ask for up to ``free`` jobs. Never raises: every failure is a ``TakeKind``."""
         try:
-            pool, target = self._take_route(free, in_progress)
-            response = pool.urlopen(
-                "GET",
-                target,
-                headers=self._headers,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                timeout=self._fetch_timeout,
-            )
+            response = self._long_poll(*self._take_route(free, in_progress))
         except NETWORK_ERRORS as exc:
             return TakeResult(kind=TakeKind.ERROR, detail=describe(exc))
         status = response.status
@@ -293,16 +296,7 @@ class Transport:
         if not url:
             return CancelPoll(CancelKind.NO_URL)
         try:
-            pool, target = self._route(self.fetch, url)
-            response = pool.urlopen(
-                "GET",
-                target,
-                headers=self._headers,
-                retries=False,
-                redirect=False,
-                assert_same_host=False,
-                timeout=self._fetch_timeout,
-            )
+            response = self._long_poll(*self._route(self.fetch, url))
         except NETWORK_ERRORS as exc:
             return CancelPoll(CancelKind.ERROR, detail=describe(exc))
         if response.status == 204:
