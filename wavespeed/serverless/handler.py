@@ -3,9 +3,12 @@
 A handler may be a function, a coroutine function, a generator function or
 an async generator function, or anything that returns one of those (a
 decorated or partial function). The kind is read from what the call
-returns, so wrappers work. Coroutines run on an event loop owned by the
-calling thread, created on first use (asyncio is not imported for workers
-whose handlers are all sync).
+returns, so wrappers work. By default async work runs on the shared loop
+(``eventloop.py``); this module serves the thread mode (``async_mode:
+"thread"``), where coroutines run on an event loop owned by the calling
+pool thread, created on first use (asyncio is not imported for workers
+whose handlers are all sync), and it tells the engine which handlers are
+known to be async before they are called.
 """
 
 import inspect
