@@ -143,10 +143,6 @@ class Engine:
         """Ask the modifier (user code: never called with a lock held)."""
         return self.concurrency.update()
 
-    def free(self) -> int:
-        with self._cond:
-            return self.concurrency.value - len(self._runs)
-
     def wait_free(self, stop: threading.Event, timeout: float = 1.0) -> int:
         """Free slots, waiting up to ``timeout`` for one; 0 when stopping or still full."""
         concurrency = self.update_concurrency()
@@ -168,10 +164,6 @@ class Engine:
     def __len__(self) -> int:
         with self._cond:
             return len(self._runs)
-
-    def holds(self, job_id: str) -> bool:
-        with self._cond:
-            return job_id in self._runs or any(r.job.id == job_id for r in self._backlog)
 
     # -- admitting and running -------------------------------------------------------
 

@@ -378,9 +378,13 @@ class Worker:
 
     def _poll_cancels(self) -> Optional[float]:
         """Poll RunPod's job-stop channel while jobs run; cancel the listed ones."""
+        # Say "idle" before looking: a job that starts after the look then
+        # finds the flag set and wakes us (set after the look, its wake-up
+        # could be missed and the poller sleep through the job).
+        self._cancel_idle = True
         if not len(self.engine):
-            self._cancel_idle = True
             return None  # woken when a job starts
+        self._cancel_idle = False
         poll = self.transport.poll_cancels()
         kind = poll.kind
         if kind is CancelKind.NO_URL:
