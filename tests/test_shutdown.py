@@ -317,3 +317,19 @@ def test_a_timed_out_streaming_generator_always_ends_with_one_timed_out_result(
         late = [r for r in fp.requests("job-stream") if r.job_id == job_id and r.time > finals[0].time]
         assert late == [], (job_id, len(late))
         assert fp.stream(job_id, include_rejected=True), job_id  # it did stream
+
+
+def test_a_take_answered_during_shutdown_is_run_not_cut(fp: FakePlatform, tmp_path: Any) -> None:
+    """stop() lets a job-take in flight arrive (0.25 s) before cutting it.
+
+    The platform hands the job out 0.15 s after the take was sent; cutting the
+    connection at once (as before) lost that job: the platform counted it
+    taken, the worker never saw it.
+    """
+    fp.delay("job-take", 0.15)
+    job_id = fp.add_job({"v": "in flight"})
+    with running_worker(fp, echo, tmp_path / "spool", concurrency=1) as run:
+        assert fp.wait_for(lambda f: any(r.status is None for r in f.requests("job-take")), 5)
+        assert run.stop() is True
+    assert fp.taken() == [job_id]
+    assert fp.results(job_id) == [{"output": {"echo": {"v": "in flight"}}}]
