@@ -81,6 +81,7 @@ class Delivery:
         self._executor = ThreadPoolExecutor(max_threads, thread_name_prefix="wavespeed-delivery")
         self._lock = threading.Condition()
         self._open: set[Outbox] = set()
+        self._local = threading.local()  # .own: this is one of the delivery threads
 
     def open(self, job: Job) -> Outbox:
         box = Outbox(job.id, self)
@@ -104,12 +105,20 @@ class Delivery:
             self._drain(box)
             return
         try:
-            self._executor.submit(self._drain, box)
+            self._executor.submit(self._drain_on_own_thread, box)
         except RuntimeError as exc:  # no thread could be started, or shutting down
             log.error(
                 "no delivery thread for job %s (%s); sending from this thread", box.job_id, exc
             )
             self._drain(box)
+
+    def may_take_here(self) -> bool:
+        """True on a delivery thread: it may block on a job-take once a result has left."""
+        return getattr(self._local, "own", False)
+
+    def _drain_on_own_thread(self, box: Outbox) -> None:
+        self._local.own = True
+        self._drain(box)
 
     def _drain(self, box: Outbox) -> None:
         while True:

@@ -11,6 +11,15 @@ final result go) and in where jobs come from.
                               │
                  the result has left (delivered / stored / spooled) ──▶ slot freed
 
+Taking jobs: one take at a time. The owner's fetcher claims it with
+``claim_take`` (which waits for a free slot) and gives it back with
+``took``. A thread that has just delivered a result while the fetcher
+waits for a slot takes the next jobs itself, through the owner's
+``feeder``: a pool thread (its sync job's result left inline) runs the
+first job it gets on the spot, so at steady load a job goes from take to
+result on one thread; a delivery thread (an async job's result) hands what
+it took to the loop. Neither wakes the fetcher (see ``_feed``).
+
 The one-final-result rule is structural: ``_complete`` takes the first
 result under the run's lock; a per-job timeout or the shutdown deadline
 decides the result *before* cancelling the handler, so a handler that ends
@@ -111,12 +120,15 @@ class Engine:
         on_result: Optional[ResultHook] = None,
         track: Optional[Callable[[Job, bool], None]] = None,
         metrics: Optional[NullMetrics] = None,
+        feeder: Optional[Callable[[int], None]] = None,
     ) -> None:
         self.config = config
         self.metrics = metrics or NullMetrics()
         self.destination = destination
         self._on_result = on_result
         self._track = track  # told when a job starts (True) and ends (False)
+        # Takes up to n jobs from the calling thread and submits them (the worker's take).
+        self._feeder = feeder
         self.loops = ThreadLoops()
         mode = getattr(config, "async_mode", "shared")
         self.shared: Optional[SharedLoop] = SharedLoop() if mode == "shared" else None
@@ -133,6 +145,13 @@ class Engine:
         self._backlog: deque[JobRun] = deque()
         # Runs whose result is decided but whose handler thread still runs.
         self._abandoned: weakref.WeakSet[JobRun] = weakref.WeakSet()
+        # The one take at a time: held by the fetcher (claim_take .. took) or
+        # by a pool thread feeding itself; _parked counts fetchers waiting for a slot.
+        self._taking = False
+        self._parked = 0
+        # Per pool thread: the run whose result it is delivering (finishing),
+        # whether it should take the next jobs (feed), and the job it keeps (carried).
+        self._local = threading.local()
         # Enforces per-job timeouts; sleeps (no wake-ups) while no job has one.
         self._watch_idle = True
         self.watchdog = Role("watchdog", self._sweep, first_delay=None)
@@ -143,19 +162,57 @@ class Engine:
         """Ask the modifier (user code: never called with a lock held)."""
         return self.concurrency.update()
 
-    def wait_free(self, stop: threading.Event, timeout: float = 1.0) -> int:
-        """Free slots, waiting up to ``timeout`` for one; 0 when stopping or still full."""
+    def claim_take(self, stop: threading.Event, timeout: float = 1.0) -> int:
+        """Wait up to ``timeout`` for a free slot and the take; returns how many slots are free.
+
+        A non-zero answer hands the caller the one take at a time: it asks
+        the platform for that many jobs, submits them, then calls ``took()``.
+        0 when stopping, still full, or a pool thread is taking jobs itself.
+        """
         concurrency = self.update_concurrency()
         with self._cond:
             ready = self._from_backlog(concurrency)
-            if not ready and len(self._runs) >= concurrency and not stop.is_set():
-                self._cond.wait(timeout)
+            if (
+                not ready
+                and (self._taking or len(self._runs) >= concurrency)
+                and not stop.is_set()
+            ):
+                self._parked += 1
+                try:
+                    self._cond.wait(timeout)
+                finally:
+                    self._parked -= 1
         for run in ready:
             self._launch(run, None)
         with self._cond:
-            if stop.is_set():
+            if stop.is_set() or self._taking:
                 return 0
-            return max(0, concurrency - len(self._runs))
+            free = max(0, concurrency - len(self._runs))
+            self._taking = free > 0
+            return free
+
+    def took(self) -> None:
+        """The take claimed with ``claim_take`` (or fed) is over: its jobs are submitted."""
+        with self._cond:
+            self._taking = False
+            if len(self._runs) < self.concurrency.value or self._backlog:
+                self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Wake a fetcher waiting in ``claim_take`` (it re-checks its stop flag)."""
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_take_over(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the take in flight (if any) to end; True when none is."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._taking:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+            return True
 
     def job_ids(self) -> list[str]:
         with self._cond:
@@ -229,7 +286,14 @@ class Engine:
                     lambda cancel: self._cancel_hook(job, cancel),
                 )
             else:
-                run.future = self._pool.submit(self._in_thread, run)
+                run.future = Future()
+                local = self._local
+                if getattr(local, "carrying", False):
+                    # A pool thread feeding itself: it runs this one when the take is over.
+                    local.carrying = False
+                    local.carried = run
+                else:
+                    self._pool.submit(self._in_thread, run)
         except BaseException as exc:  # noqa: BLE001 - e.g. no thread could be started
             log.error("could not start job %s: %s: %s", job.id, type(exc).__name__, exc)
             if run.channel is None:
@@ -244,10 +308,22 @@ class Engine:
         if job.cancelled.is_set():
             cancel()
 
-    def _in_thread(self, run: JobRun) -> None:
+    def _in_thread(self, run: Optional[JobRun]) -> None:
+        """A pool thread: run the job; then, when it was asked to, take and run the next."""
+        local = self._local
+        while run is not None:
+            self._run_sync(run)
+            if not getattr(local, "feed", False):
+                return
+            local.feed = False
+            run = self._feed()
+
+    def _run_sync(self, run: JobRun) -> None:
+        local = self._local
         try:
             outcome = self.runner.run(run.job)
             if isinstance(outcome, JobResult):
+                local.finishing = run
                 self._complete(run, outcome, inline=True)
                 return
             # The handler returned a coroutine: the rest runs on the shared loop.
@@ -261,11 +337,43 @@ class Engine:
             )
         except BaseException as exc:  # noqa: BLE001 - the runner should never raise; be sure
             log.exception("internal error running job %s", run.job.id)
+            local.finishing = run
             self._complete(
                 run,
                 failure(run.job.id, f"internal worker error: {type(exc).__name__}: {exc}"),
                 inline=True,
             )
+        finally:
+            local.finishing = None
+            if run.future is not None and not run.future.done():
+                run.future.set_result(None)
+
+    def _feed(self, carry: bool = True) -> Optional[JobRun]:
+        """Take the next jobs from this thread; returns the one it keeps to run.
+
+        Called when a result has just left from this thread (a pool thread
+        that ran the job, or a delivery thread) and the fetcher was waiting
+        for a slot: ``_left`` handed the take to this thread instead of
+        waking the fetcher. With ``carry``, the first sync job taken stays
+        here; the others go to the pool (or the shared loop) as usual.
+        """
+        local = self._local
+        local.carried = None
+        try:
+            concurrency = self.update_concurrency()
+            with self._cond:
+                free = concurrency - len(self._runs)
+            if free > 0 and self._feeder is not None:
+                local.carrying = carry
+                self._feeder(free)
+        except BaseException:  # noqa: BLE001 - the feeder should never raise; the fetcher goes on
+            log.exception("taking jobs from a pool thread failed")
+        finally:
+            local.carrying = False
+            self.took()
+        run: Optional[JobRun] = local.carried
+        local.carried = None
+        return run
 
     def _task_done(self, run: JobRun, task: Any) -> None:
         """On the loop thread: the job's task ended."""
@@ -326,13 +434,37 @@ class Engine:
         """
         if self._on_result is not None:
             self._on_result(run, result, outcome)
+        local = self._local
+        finishing = getattr(local, "finishing", None) is run
+        feed = False
         with self._cond:
             if self._runs.get(run.job.id) is run:
                 del self._runs[run.job.id]
             ready = self._from_backlog(self.concurrency.value)
-            self._cond.notify_all()
+            if (
+                not ready
+                and self._parked
+                and not self._taking
+                and self._feeder is not None
+                and len(self._runs) < self.concurrency.value
+                and (finishing or self._may_take_here())
+            ):
+                # This thread takes the next jobs itself (see _feed): the
+                # fetcher is not woken, so the slot costs no thread switch.
+                self._taking = feed = True
+            else:
+                self._cond.notify_all()
         for waiting in ready:
             self._launch(waiting, None)
+        if feed:
+            if finishing:
+                local.feed = True  # taken once the job's call stack has unwound (_in_thread)
+            else:
+                self._feed(carry=False)  # a delivery thread: its jobs all go to the pool or loop
+
+    def _may_take_here(self) -> bool:
+        may_take = getattr(self.destination, "may_take_here", None)
+        return bool(may_take is not None and may_take())
 
     def decide(self, run: JobRun, result: JobResult, status: str) -> bool:
         """End a run now with ``result`` (timeout, shutdown), then cancel its handler."""

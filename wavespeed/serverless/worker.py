@@ -113,7 +113,10 @@ class Worker:
             on_result=self._on_result,
             track=self._track,
             metrics=self.metrics,
+            feeder=self._feed,
         )
+        # A pause a pool thread's take asked for (its backoff), kept by the fetcher.
+        self._next_take_at = 0.0
         self.fetcher = self.supervisor.add(Role("fetcher", self.step))
         self.resend_role = self.supervisor.add(Role("resender", self.resender.turn))
         self.heartbeat = Heartbeat(self._ping, self.job_ids, config.ping_interval)
@@ -176,6 +179,7 @@ class Worker:
         """Stop taking jobs (safe from any thread); ``stop()`` cuts a long-poll still open."""
         self.signal_stop(reason)
         self.fetcher.stop()
+        self.engine.wake()  # a fetcher waiting for a slot sees the stop now
         if self.cancel_poller is not None:
             self.cancel_poller.stop()
 
@@ -207,8 +211,9 @@ class Worker:
         self.resend_role.stop()
         # A take already answered (Waverless answers at once) gets a moment to
         # arrive: cutting it would lose its jobs. A long-poll still open after
-        # that is cut, so it cannot delay the exit.
-        self.fetcher.join(FETCH_GRACE)
+        # that is cut, so it cannot delay the exit. (The take in flight may be
+        # the fetcher's or a pool thread's: the engine knows.)
+        self.engine.wait_take_over(FETCH_GRACE)
         self.transport.abort_fetch()
         for role in (self.fetcher, self.cancel_poller):
             if role is not None:
@@ -294,10 +299,33 @@ class Worker:
 
         Returns how long to wait before the next turn.
         """
-        free = self.engine.wait_free(self._stopping, 1.0)
+        free = self.engine.claim_take(self._stopping, 1.0)
         self.last_tick = time.monotonic()
         if free <= 0:
-            return 0.0  # wait_free already waited for a slot (up to a second)
+            return 0.0  # claim_take already waited for a slot (up to a second)
+        try:
+            pause = self._next_take_at - self.last_tick
+            if pause > 0:
+                return pause  # a pool thread's last take asked for a pause
+            return self._take(free)
+        finally:
+            self.engine.took()
+
+    def _feed(self, free: int) -> None:
+        """The engine's feeder: a pool thread whose job has just left takes the next jobs.
+
+        The same take as the fetcher's, from the pool thread, so the job it
+        keeps runs with no thread switch; a pause its answer asks for (empty,
+        error, throttled) is left for the fetcher to keep.
+        """
+        if self.stopping:
+            return
+        delay = self._take(free)
+        if delay > 0:
+            self._next_take_at = time.monotonic() + delay
+
+    def _take(self, free: int) -> float:
+        """Ask for up to ``free`` jobs and admit them; returns the pause before the next take."""
         asked = time.monotonic()
         result = self.transport.take(free, len(self.engine) > 0)
         self.last_tick = time.monotonic()

@@ -1,0 +1,221 @@
+"""Issue 13: a pool thread whose job has just left takes the next jobs itself.
+
+While the fetcher waits for a free slot, the thread that delivered a result
+asks for the next jobs and runs the first one it gets, so at steady load a
+job goes from take to result on one thread. These tests pin what that must
+keep: who takes, one take at a time, no job held over the concurrency, the
+backoff of an empty answer, and the shutdown cut with its grace.
+"""
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Tuple
+
+import pytest
+
+from wavespeed.serverless.transport import TakeResult, Transport
+from wavespeed.serverless.worker import Worker
+
+try:
+    from tests.fakeplatform import FakePlatform
+    from tests.helpers import RunningWorker, echo, takes, wait_until, worker_config
+except ImportError:  # tests/ run as a plain directory on sys.path
+    from fakeplatform import FakePlatform  # type: ignore[no-redef]
+    from helpers import RunningWorker, echo, takes, wait_until, worker_config  # type: ignore[no-redef]
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class RecordingTransport(Transport):
+    """The real transport; each take also records its thread, its time and what it brought."""
+
+    def __init__(self, config: Any) -> None:
+        super().__init__(config)
+        self.lock = threading.Lock()
+        self.takes: List[Tuple[str, float, List[str]]] = []  # (thread, answered at, job ids)
+        self.in_take = 0
+        self.overlap = 0
+
+    def take(self, free: int, in_progress: bool) -> TakeResult:
+        with self.lock:
+            self.in_take += 1
+            self.overlap = max(self.overlap, self.in_take)
+        try:
+            result = super().take(free, in_progress)
+        finally:
+            with self.lock:
+                self.in_take -= 1
+        with self.lock:
+            ids = [str(j.get("id")) for j in result.jobs]
+            self.takes.append((threading.current_thread().name, time.monotonic(), ids))
+        return result
+
+
+@contextmanager
+def recorded_worker(
+    fp: FakePlatform, handler: Any, tmp_path: Any, concurrency: int
+) -> Iterator[Tuple[RunningWorker, RecordingTransport]]:
+    cfg = worker_config(fp, handler, str(tmp_path / "spool"), concurrency=concurrency)
+    transport = RecordingTransport(cfg)
+    run = RunningWorker(Worker(cfg, transport=transport), fp)
+    run.worker.start()
+    try:
+        yield run, transport
+    finally:
+        run.stop("test teardown")
+
+
+def test_at_concurrency_1_the_thread_that_ran_a_job_takes_and_runs_the_next(
+    fp: FakePlatform, tmp_path: Any
+) -> None:
+    ran_on: Dict[int, str] = {}
+    running = [0]
+    overlap = [0]
+    lock = threading.Lock()
+
+    def handler(job: Dict[str, Any]) -> Dict[str, Any]:
+        with lock:
+            running[0] += 1
+            overlap[0] = max(overlap[0], running[0])
+        time.sleep(0.02)  # the fetcher is surely waiting for the slot by now
+        with lock:
+            running[0] -= 1
+            ran_on[job["input"]["n"]] = threading.current_thread().name
+        return {"n": job["input"]["n"]}
+
+    with recorded_worker(fp, handler, tmp_path, concurrency=1) as (run, transport):
+        assert fp.wait_for(lambda f: any(r.status == 204 for r in takes(f)), 10)
+        ids = fp.add_jobs([{"n": n} for n in range(20)])
+        assert fp.wait_results(20, 20)
+        assert run.stop() is True
+
+    assert overlap[0] == 1
+    assert sorted(fp.results()) == sorted(ids)
+    assert all(len(fp.results(i)) == 1 for i in ids)
+    by_job = {job_id: thread for thread, _, got in transport.takes for job_id in got}
+    assert len(by_job) == 20
+    # The first job is the fetcher's; after it, every job was taken by the
+    # pool thread whose job had just left, and it ran there. (Allow one take
+    # by the fetcher: on a loaded machine it may not be waiting yet.)
+    pool_taken = [i for i, job_id in enumerate(ids) if by_job[job_id].startswith("wavespeed-job")]
+    assert len(pool_taken) >= 18, [by_job[i] for i in ids]
+    for n in pool_taken:
+        assert ran_on[n] == by_job[ids[n]], (n, ran_on[n], by_job[ids[n]])
+    assert transport.overlap == 1  # one take at a time
+
+
+def test_an_async_jobs_delivery_thread_takes_the_next_jobs(fp: FakePlatform, tmp_path: Any) -> None:
+    """Async jobs end on the shared loop; their results leave from a delivery
+    thread, which then takes the next jobs (the loop never blocks on a take)."""
+    import asyncio
+
+    async def handler(job: Dict[str, Any]) -> Dict[str, Any]:
+        await asyncio.sleep(0.02)
+        return {"n": job["input"]["n"]}
+
+    with recorded_worker(fp, handler, tmp_path, concurrency=1) as (run, transport):
+        assert fp.wait_for(lambda f: any(r.status == 204 for r in takes(f)), 10)
+        ids = fp.add_jobs([{"n": n} for n in range(10)])
+        assert fp.wait_results(10, 20)
+        assert run.stop() is True
+
+    assert all(fp.results(i) == [{"output": {"n": n}}] for n, i in enumerate(ids))
+    by_job = {job_id: thread for thread, _, got in transport.takes for job_id in got}
+    from_delivery = [i for i in ids if by_job[i].startswith("wavespeed-delivery")]
+    assert len(from_delivery) >= 8, [by_job[i] for i in ids]
+    assert not any("loop" in thread for thread, _, _ in transport.takes)
+    assert transport.overlap == 1
+
+
+def test_at_concurrency_4_jobs_held_never_exceed_the_slots(fp: FakePlatform, tmp_path: Any) -> None:
+    running = [0]
+    overlap = [0]
+    lock = threading.Lock()
+
+    def handler(job: Dict[str, Any]) -> Dict[str, Any]:
+        with lock:
+            running[0] += 1
+            overlap[0] = max(overlap[0], running[0])
+        time.sleep(0.005 * (job["input"]["n"] % 3))
+        with lock:
+            running[0] -= 1
+        return {"n": job["input"]["n"]}
+
+    with recorded_worker(fp, handler, tmp_path, concurrency=4) as (run, transport):
+        ids = fp.add_jobs([{"n": n} for n in range(200)])
+        assert fp.wait_results(200, 30)
+        assert run.stop() is True
+
+    assert overlap[0] <= 4
+    assert sorted(fp.results()) == sorted(ids)
+    assert all(len(fp.results(i)) == 1 for i in ids)
+    assert transport.overlap == 1
+    assert max(len(got) for _, _, got in transport.takes) <= 4
+    assert any(thread.startswith("wavespeed-job") for thread, _, got in transport.takes if got)
+
+
+def test_an_empty_answer_to_a_pool_threads_take_is_backed_off_by_the_fetcher(
+    fp: FakePlatform, tmp_path: Any
+) -> None:
+    """Waverless answers an empty take with 204 at once: the pause it asks for holds.
+
+    The pool thread's take gets the 204; the fetcher, which takes over, must
+    wait the backoff (at least 25 ms: half of the first 50 ms step) rather
+    than ask again at once.
+    """
+    with recorded_worker(fp, echo, tmp_path, concurrency=1) as (run, transport):
+        assert fp.wait_for(lambda f: any(r.status == 204 for r in takes(f)), 10)
+        job_id = fp.add_job({"v": 1})
+        assert fp.wait_results(1, 10)
+
+        def after_the_job() -> List[Tuple[str, float, List[str]]]:
+            with transport.lock:
+                served = [i for i, t in enumerate(transport.takes) if job_id in t[2]]
+                return transport.takes[served[0] + 1 :] if served else []
+
+        assert wait_until(lambda: len(after_the_job()) >= 2, 5)
+        assert run.stop() is True
+    first, second = after_the_job()[:2]
+    assert first[0].startswith("wavespeed-job"), first  # the pool thread took right after its job
+    assert first[2] == [] and second[0] == "wavespeed-fetcher", (first, second)
+    assert second[1] - first[1] >= 0.025, (first, second)
+
+
+def test_a_pool_threads_long_poll_is_cut_at_stop(tmp_path: Any) -> None:
+    """RunPod holds an empty take open: one held by a pool thread must not delay the exit."""
+    with FakePlatform(longpoll=30.0) as fp:
+        with recorded_worker(fp, echo, tmp_path, concurrency=1) as (run, transport):
+            fp.add_job({"v": 1})
+            assert fp.wait_results(1, 10)
+            # The pool thread's take after the job is now held by the platform.
+            assert fp.wait_for(
+                lambda f: any(r.status is None for r in takes(f)) and transport.in_take == 1, 5
+            )
+            started = time.monotonic()
+            assert run.stop() is True
+            elapsed = time.monotonic() - started
+    assert elapsed < 3.0, elapsed
+
+
+def test_a_pool_threads_take_answered_during_shutdown_is_run_not_cut(
+    fp: FakePlatform, tmp_path: Any
+) -> None:
+    """stop() gives the take in flight its grace whichever thread sent it.
+
+    Job 2 is handed out 0.15 s after the pool thread (which has just delivered
+    job 1) asked for it; stop() comes in between. Cutting at once would lose
+    job 2: the platform counts it taken, the worker would never see it.
+    """
+    def handler(job: Dict[str, Any]) -> Dict[str, Any]:
+        return {"v": job["input"]["v"]}
+
+    with recorded_worker(fp, handler, tmp_path, concurrency=1) as (run, transport):
+        assert fp.wait_for(lambda f: any(r.status == 204 for r in takes(f)), 10)
+        fp.delay("job-take", 0.15)
+        one, two = fp.add_jobs([{"v": 1}, {"v": 2}])
+        assert fp.wait_results(1, 10)
+        assert fp.wait_for(lambda f: transport.in_take == 1, 5)
+        assert run.stop() is True
+    assert set(fp.taken()) == {one, two}
+    assert fp.results(two) == [{"output": {"v": 2}}]
