@@ -104,16 +104,43 @@ def test_a_3xx_on_job_done_is_a_refusal(fp: FakePlatform, tmp_path: Path, status
     assert on_disk(spool) == [] and run.worker.stats["spooled"] == 0
 
 
-def test_a_spooled_result_answered_3xx_is_dropped_not_retried_forever(fp: FakePlatform, tmp_path: Path) -> None:
+def test_a_spooled_result_answered_3xx_is_replaced_then_given_up_not_retried_forever(
+    fp: FakePlatform, tmp_path: Path
+) -> None:
     spool = tmp_path / "spool"
     Spool(str(spool)).save("moved-1", body({"n": 1}), False)
     fp.rule("job-done", lambda rec: redirect(fp, 302))
     with running_worker(fp, echo, spool, env={"WAVESPEED_RESULT_DEADLINE": "1"}, config={"drain_timeout": 1.0}) as run:
-        assert fp.wait_for(lambda f: bool(f.result_requests("moved-1", include_rejected=True)), 10)
+        assert fp.wait_for(lambda f: len(f.result_requests("moved-1", include_rejected=True)) >= 2, 10)
         assert wait_until(lambda: on_disk(spool) == [], 5), on_disk(spool)
         run.stop()
-    assert len(fp.result_requests("moved-1", include_rejected=True)) == 1
+    # The result, then the small FAILED one saying why (refused too): then nothing more.
+    first, second = fp.result_requests("moved-1", include_rejected=True)
+    assert first.json() == {"output": {"n": 1}}
+    assert "HTTP 302" in second.json()["error"] and "refused" in second.json()["error"]
     assert fp.requests("other") == []
+
+
+def test_a_spooled_result_the_platform_refuses_is_replaced_by_a_failed_result(
+    fp: FakePlatform, tmp_path: Path
+) -> None:
+    """As for a live result: a refused re-send (a 400) still gives the job a final answer.
+
+    Found by the soak: a result spooled during an outage, then refused on its
+    re-send, was dropped, and the job never got a result.
+    """
+    spool = tmp_path / "spool"
+    Spool(str(spool)).save("refused-1", body({"n": 1}), False)
+    fp.script("job-done", Fault(400, body=b"bad result"))
+    with running_worker(fp, echo, spool, config={"drain_timeout": 1.0}) as run:
+        assert fp.wait_results(1, 10)
+        assert wait_until(lambda: on_disk(spool) == [], 5), on_disk(spool)
+        run.stop()
+    answers = fp.result_requests("refused-1", include_rejected=True)
+    assert [a.status for a in answers] == [400, 200]
+    reason = fp.results("refused-1")[0]["error"]
+    assert "HTTP 400" in reason and "refused" in reason and "bad result" in reason, reason
+    assert run.worker.stats["refused"] == 1
 
 
 # -- writes that fail, writes a crash cut short ------------------------------------------------------

@@ -23,7 +23,10 @@ then starts on the same spool folder and re-sends it.
 
 After ``--duration`` seconds the platform stops handing out jobs and turns
 the faults off, waits for every job served to be answered, sends SIGTERM to
-the worker and prints one accounting line. The exit status is 1 when any job
+the worker and prints one accounting line. A job whose take answer could not
+be written (the worker had cut that connection at a SIGTERM: it never had
+the job, and a real platform sees the broken connection) is counted apart,
+not as lost. The exit status is 1 when any job
 was lost (no accepted final result), duplicated (more than one), answered
 with the wrong result, when a ``.tmp`` file is left in the spool, or when a
 worker did not exit 0 in time.
@@ -173,6 +176,11 @@ class Platform:
         self.started = time.monotonic()
         self.next_id = 0
         self.served: Dict[str, str] = {}  # job id -> kind, for jobs that must be answered
+        self.served_at: Dict[str, float] = {}  # job id -> seconds since the start
+        # Jobs whose take answer could not be written: the worker had cut the
+        # connection (its shutdown), so it never had them; a real platform sees
+        # the broken connection and hands them out again.
+        self.unsent: Set[str] = set()
         self.accepted: Dict[str, int] = {}
         self.wrong: List[Tuple[str, Any]] = []
         self.posted: Set[str] = set()  # ids with any final-result post seen
@@ -301,7 +309,13 @@ class Platform:
             if not items:
                 self.send(h, 204)
                 return
-            self.send(h, 200, job_take_body(items, route != "job-take"), {"Content-Type": "application/json"})
+            try:
+                self.send(h, 200, job_take_body(items, route != "job-take"), {"Content-Type": "application/json"})
+                h.wfile.flush()
+            except OSError:
+                with self.lock:
+                    self.unsent.update(i["id"] for i in items if isinstance(i, dict) and "id" in i)
+                h.close_connection = True
         elif route == "job-done" and len(parts) >= 6:
             self.done(h, parts[5], body, query.get("isStream") == "true", fault == "400", outage)
         elif route == "job-stream":
@@ -357,6 +371,7 @@ class Platform:
                     job["input"]["seconds"] = self.rand.uniform(1.0, 2.0)
                     self.recent_slow.append((now, job_id))
                 self.served[job_id] = kind
+                self.served_at[job_id] = now - self.started
                 items.append(job)
                 if roll < 0.06 and len(items) < limit:
                     self.batch_duplicates += 1
@@ -427,7 +442,14 @@ def read_status(pid: int, key: str) -> int:
 class WorkerRun:
     """One worker process: started, watched (its log lines, peak RSS), stopped with SIGTERM."""
 
-    def __init__(self, python: str, env: Dict[str, str], tail: Deque[str], spool_lines: List[str]) -> None:
+    def __init__(
+        self,
+        python: str,
+        env: Dict[str, str],
+        tail: Deque[str],
+        spool_lines: List[str],
+        log: Optional[Any] = None,
+    ) -> None:
         self.proc = subprocess.Popen(
             [python, os.path.abspath(__file__), "--worker"],
             env=env,
@@ -439,6 +461,7 @@ class WorkerRun:
         self.peak_kb = 0
         self._tail = tail
         self._spool_lines = spool_lines
+        self._log = log
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
 
@@ -447,6 +470,8 @@ class WorkerRun:
         for raw in self.proc.stdout:
             line = raw.decode("utf-8", "replace")
             self._tail.append(line)
+            if self._log is not None:
+                self._log.write("%.3f %s" % (time.monotonic(), line))
             if "spooled to" in line:  # the worker's warning for each spooled result
                 self._spool_lines.append(line)
 
@@ -494,6 +519,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="SIGTERM the worker during every this many-th outage, the first included (0: never)",
     )
     parser.add_argument("--python", default=sys.executable, help="interpreter for the worker")
+    parser.add_argument("--log", help="write every worker log line to this file (with a monotonic time)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -527,8 +553,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     spool_lines: List[str] = []
     exit_bound = DRAIN_TIMEOUT + EXIT_SLACK
     restarts: List[Tuple[Optional[int], float]] = []  # (exit code, seconds) of each SIGTERM mid-run
+    restart_at: List[float] = []  # seconds since the start of each of those SIGTERMs
     peak_kb = 0
-    worker = WorkerRun(args.python, env, tail, spool_lines)
+    log = open(args.log, "w", encoding="utf-8") if args.log else None  # noqa: SIM115 - closed below
+    worker = WorkerRun(args.python, env, tail, spool_lines, log)
     restarted_in = -1  # the outage a restart was done in
     begin = time.monotonic()
     try:
@@ -544,11 +572,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             ):
                 # SIGTERM while results are being retried (the result route is down).
                 restarted_in = outage
+                restart_at.append(round(time.monotonic() - platform.started, 2))
                 restarts.append(worker.terminate(exit_bound + 10))
                 peak_kb = max(peak_kb, worker.peak_kb)
                 worker.kill()
                 platform.new_worker()
-                worker = WorkerRun(args.python, env, tail, spool_lines)
+                worker = WorkerRun(args.python, env, tail, spool_lines, log)
         with platform.lock:
             platform.producing = False
             platform.faults_on = False
@@ -562,11 +591,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         worker.kill()
         platform.stop()
+        if log is not None:
+            log.close()
 
     with platform.lock:
         served = len(platform.served)
         accepted = sum(1 for n in platform.accepted.values() if n >= 1)
-        lost = [j for j in platform.served if j not in platform.accepted]
+        never_had = [j for j in platform.served if j not in platform.accepted and j in platform.unsent]
+        lost = [j for j in platform.served if j not in platform.accepted and j not in platform.unsent]
+        lost_at = {j: round(platform.served_at.get(j, -1.0), 2) for j in lost}
         duplicated = [j for j, n in platform.accepted.items() if n > 1]
         wrong = list(platform.wrong)
         requests_total = platform.requests
@@ -578,7 +611,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         os.rmdir(spool)
     bad_restarts = [(c, t) for c, t in restarts if c != 0 or t > exit_bound]
     print(
-        "soak: jobs served %d, results accepted %d, lost %d, duplicated %d, wrong %d, "
+        "soak: jobs served %d, results accepted %d, lost %d, take answers the worker had cut %d, "
+        "duplicated %d, wrong %d, "
         "spooled %d (left on disk %d, .tmp %d), refused->FAILED %d, re-handed %d, batch duplicates %d, "
         "hostile ids %d, deep bodies %d, SIGTERM restarts %d (slowest exit %.1f s, bad %d), "
         "shutdown->FAILED %d, faults %d, requests %d (%.0f/s), peak RSS %.1f MB, worker exit %s in %.1f s"
@@ -586,6 +620,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             served,
             accepted,
             len(lost),
+            len(never_had),
             len(duplicated),
             len(wrong),
             spooled,
@@ -612,6 +647,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     for label, items in (("lost", lost), ("duplicated", duplicated), ("wrong", wrong), ("bad restarts", bad_restarts)):
         if items:
             print(f"soak: {label}: {items[:10]!r}", file=sys.stderr)
+    if lost:
+        print(
+            f"soak: lost jobs served at (s since the start, monotonic {platform.started:.3f}): "
+            f"{lost_at!r}; restarts at {restart_at!r}",
+            file=sys.stderr,
+        )
     slow_exit = exit_seconds > exit_bound
     failed = bool(lost or duplicated or wrong or tmp_left or bad_restarts or slow_exit or code != 0 or served == 0)
     if failed:

@@ -275,12 +275,35 @@ class Delivery:
             log.info("re-sent the spooled result of job %s", entry.job_id)
             return True, ""
         if delivery.refused:
+            # As for a live result: the job still gets a final answer, a small
+            # FAILED one saying why, so the platform does not wait for it forever.
+            self.stats.add("refused")
             log.error(
-                "the platform refused the spooled result of job %s (HTTP %s); dropped",
+                "the platform refused the spooled result of job %s (HTTP %s: %s); "
+                "posting a FAILED result",
                 entry.job_id,
                 delivery.status,
+                delivery.detail[:200],
             )
-            return True, f"HTTP {delivery.status}"
+            reason = failure(
+                entry.job_id,
+                f"the platform refused the job's result (HTTP {delivery.status}, "
+                f"{len(entry.payload)} bytes): {delivery.detail[:200]}",
+            )
+            replaced = self.transport.post_result(
+                entry.job_id,
+                reason.payload,
+                entry.is_stream,
+                deadline=max(deadline, time.monotonic() + REFUSAL_GRACE),
+            )
+            if replaced.ok:
+                self.stats.add("delivered")
+                self.metrics.post("refused")
+                return True, f"HTTP {delivery.status}, replaced by a FAILED result"
+            if replaced.refused:
+                log.error("the FAILED result of job %s was refused too; giving up on it", entry.job_id)
+                return True, f"HTTP {delivery.status}"
+            return False, replaced.detail or f"HTTP {replaced.status}"
         return False, delivery.detail or f"HTTP {delivery.status}"
 
     # -- shutdown ----------------------------------------------------------------------
