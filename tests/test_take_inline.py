@@ -219,3 +219,40 @@ def test_a_pool_threads_take_answered_during_shutdown_is_run_not_cut(
         assert run.stop() is True
     assert set(fp.taken()) == {one, two}
     assert fp.results(two) == [{"output": {"v": 2}}]
+
+
+def test_the_concurrency_modifier_is_never_called_twice_at_once(fp: FakePlatform, tmp_path: Any) -> None:
+    """The fetcher and the threads taking jobs themselves both ask the modifier;
+    a user's modifier (which may keep state) sees one call at a time."""
+    lock = threading.Lock()
+    inside = [0]
+    most = [0]
+    calls = [0]
+
+    def modifier(current: int) -> int:
+        with lock:
+            inside[0] += 1
+            calls[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.002)  # widen the window a second caller would hit
+        with lock:
+            inside[0] -= 1
+        return 4
+
+    def handler(job: Dict[str, Any]) -> Dict[str, Any]:
+        time.sleep(0.002)
+        return {"n": job["input"]["n"]}
+
+    cfg = worker_config(fp, handler, str(tmp_path / "spool"), config={"concurrency_modifier": modifier})
+    transport = RecordingTransport(cfg)
+    run = RunningWorker(Worker(cfg, transport=transport), fp)
+    run.worker.start()
+    try:
+        ids = fp.add_jobs([{"n": n} for n in range(200)])
+        assert fp.wait_results(200, 30)
+    finally:
+        assert run.stop() is True
+    assert all(len(fp.results(i)) == 1 for i in ids)
+    assert any(thread.startswith("wavespeed-job") for thread, _, got in transport.takes if got)
+    assert calls[0] >= 50
+    assert most[0] == 1

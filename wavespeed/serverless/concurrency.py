@@ -6,6 +6,7 @@ value takes effect at once; a bad one (not an int from 1 to ``MAX_THREADS``,
 or an exception) keeps the old value with one warning.
 """
 
+import threading
 from typing import Any, Callable, Optional
 
 from .logs import logger
@@ -29,10 +30,17 @@ class Concurrency:
         self.value = min(max(1, int(initial)), cap)
         self._warned = False
         self._warned_cap = False
+        # The fetcher and a thread taking jobs itself may both ask: one call at a time.
+        self._calling = threading.Lock()
 
     def update(self) -> int:
         if self._modifier is None:
             return self.value
+        with self._calling:
+            return self._update()
+
+    def _update(self) -> int:
+        assert self._modifier is not None
         try:
             value: Any = self._modifier(self.value)
         except BaseException as exc:  # noqa: BLE001 - a user bug (SystemExit too) must not stop the caller
