@@ -36,7 +36,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Optional, Protocol
 
 from .concurrency import MAX_ASYNC, MAX_THREADS, Concurrency
@@ -81,7 +81,7 @@ class JobRun:
         "lock",
         "completed",
         "decided",
-        "future",
+        "in_thread",
         "status",
         "timeout",
         "on_loop",
@@ -100,7 +100,7 @@ class JobRun:
         # A result decided outside the handler (timeout, shutdown): it wins
         # over whatever the cancelled handler returns.
         self.decided: Optional[JobResult] = None
-        self.future: Optional[Future[None]] = None
+        self.in_thread = False  # a pool thread is running its handler
         self.status = "IN_PROGRESS"
         self.on_loop = False  # ran (or continued) on the shared event loop
 
@@ -286,7 +286,7 @@ class Engine:
                     lambda cancel: self._cancel_hook(job, cancel),
                 )
             else:
-                run.future = Future()
+                run.in_thread = True
                 local = self._local
                 if getattr(local, "carrying", False):
                     # A pool thread feeding itself: it runs this one when the take is over.
@@ -345,8 +345,7 @@ class Engine:
             )
         finally:
             local.finishing = None
-            if run.future is not None and not run.future.done():
-                run.future.set_result(None)
+            run.in_thread = False
 
     def _feed(self, carry: bool = True) -> Optional[JobRun]:
         """Take the next jobs from this thread; returns the one it keeps to run.
@@ -475,7 +474,7 @@ class Engine:
             run.status = status
         run.job.cancel()
         self._complete(run, result)
-        if run.future is not None and not run.future.done():
+        if run.in_thread:
             self._abandoned.add(run)
         return True
 
@@ -569,7 +568,7 @@ class Engine:
     @property
     def threads_stuck(self) -> bool:
         """True when a handler thread still runs a job whose result was decided."""
-        return any(r.future is not None and not r.future.done() for r in list(self._abandoned))
+        return any(r.in_thread for r in list(self._abandoned))
 
     def close(self) -> bool:
         """Stop the watchdog, the pool and the loops; False when handler threads are stuck.

@@ -98,16 +98,26 @@ class Metrics(NullMetrics):
         self.in_flight = gauge("wavespeed_jobs_in_flight", "Jobs held by the worker now")
         self.concurrency = gauge("wavespeed_concurrency", "The current concurrency")
         self.spool = gauge("wavespeed_spool_entries", "Results waiting in the spool")
+        # Labelled children, looked up once: labels() validates and locks on
+        # every call, which a per-job path should not pay each time.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric),) + values
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def job_ended(self, kind: str, status: str, seconds: float) -> None:
-        self.jobs.labels(kind, status).inc()
-        self.duration.labels(kind).observe(seconds)
+        self._child(self.jobs, kind, status).inc()
+        self._child(self.duration, kind).observe(seconds)
 
     def take(self, outcome: str) -> None:
-        self.takes.labels(outcome).inc()
+        self._child(self.takes, outcome).inc()
 
     def post(self, outcome: str) -> None:
-        self.posts.labels(outcome).inc()
+        self._child(self.posts, outcome).inc()
 
     def chunk(self) -> None:
         self.chunks.inc()
