@@ -25,10 +25,10 @@ result under the run's lock; a per-job timeout or the shutdown deadline
 decides the result *before* cancelling the handler, so a handler that ends
 because it was cancelled can never replace it.
 
-Why one module of about 450 lines: the slot bookkeeping, the backlog, the
-first-result-wins rule and the watchdog share one lock discipline (the
-engine's condition, then a run's lock, never the other way round); split
-apart, that order would have to be kept across files.
+Why one module of about 590 lines: the slot bookkeeping, the backlog, the
+one take at a time, the first-result-wins rule and the watchdog share one
+lock discipline (the engine's condition, then a run's lock, never the other
+way round); split apart, that order would have to be kept across files.
 """
 
 import dataclasses

@@ -7,8 +7,10 @@ The data path, top to bottom:
          └─────────── the result has left: the slot frees ◀─────────┘
 
 What the worker itself does: fetching (one ``step`` per turn: wait for a
-free slot, ask for that many jobs, admit them), the thread roles and their
-supervision, the stop order, and ``/health``. Running jobs, the
+free slot, ask for that many jobs, admit them; under steady load the engine
+has the thread that has just delivered a result make the same take through
+``_feed`` instead), the thread roles and their supervision, the stop order,
+and ``/health``. Running jobs, the
 one-final-result rule and timeouts live in ``engine``; posting, retries,
 refusals and the spool in ``delivery``.
 """
