@@ -91,6 +91,9 @@ USER_AGENT = f"wavespeed-serverless/{__version__} (urllib3)"
 RUNPOD_PROTOCOL_VERSION = "1.12.0"
 CONNECT_TIMEOUT = 5.0
 RESULT_READ_TIMEOUT = 30.0  # per try; read at call time (tests shorten it)
+# What urlopen(retries=False, redirect=False) builds on every call, built once
+# (a Retry is never changed in place: increment() returns a new one).
+NO_RETRIES = Retry(False, redirect=False)
 PROGRESS_DEADLINE = 10.0  # progress is best effort: never hold a job's outbox long
 
 # Network trouble as urllib3 raises it with retries=False. ValueError: http.client
@@ -263,7 +266,7 @@ class Transport:
             "GET",
             target,
             headers=self._headers,
-            retries=False,
+            retries=NO_RETRIES,
             redirect=False,
             assert_same_host=False,
             timeout=self._fetch_timeout,
@@ -428,7 +431,7 @@ class Transport:
                     target,
                     body=payload,
                     headers=headers,
-                    retries=False,
+                    retries=NO_RETRIES,
                     redirect=False,
                     assert_same_host=False,
                     timeout=Timeout(
@@ -506,7 +509,7 @@ class Transport:
                 "GET",
                 target,
                 headers=self._headers,
-                retries=False,
+                retries=NO_RETRIES,
                 redirect=False,
                 assert_same_host=False,
                 timeout=Timeout(
