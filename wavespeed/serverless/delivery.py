@@ -301,7 +301,9 @@ class Delivery:
                 self.metrics.post("refused")
                 return True, f"HTTP {delivery.status}, replaced by a FAILED result"
             if replaced.refused:
-                log.error("the FAILED result of job %s was refused too; giving up on it", entry.job_id)
+                log.error(
+                    "the FAILED result of job %s was refused too; giving up on it", entry.job_id
+                )
                 return True, f"HTTP {delivery.status}"
             return False, replaced.detail or f"HTTP {replaced.status}"
         return False, delivery.detail or f"HTTP {delivery.status}"

@@ -172,11 +172,7 @@ class Engine:
         concurrency = self.update_concurrency()
         with self._cond:
             ready = self._from_backlog(concurrency)
-            if (
-                not ready
-                and (self._taking or len(self._runs) >= concurrency)
-                and not stop.is_set()
-            ):
+            if not ready and (self._taking or len(self._runs) >= concurrency) and not stop.is_set():
                 self._parked += 1
                 try:
                     self._cond.wait(timeout)
