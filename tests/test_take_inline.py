@@ -227,14 +227,16 @@ def test_the_concurrency_modifier_is_never_called_twice_at_once(fp: FakePlatform
     lock = threading.Lock()
     inside = [0]
     most = [0]
-    calls = [0]
+    callers: Dict[str, int] = {}
 
     def modifier(current: int) -> int:
+        name = threading.current_thread().name.rsplit("_", 1)[0]
         with lock:
             inside[0] += 1
-            calls[0] += 1
+            callers[name] = callers.get(name, 0) + 1
             most[0] = max(most[0], inside[0])
-        time.sleep(0.002)  # widen the window a second caller would hit
+        if name != "wavespeed-fetcher":
+            time.sleep(0.003)  # widen the window the fetcher's next call would hit
         with lock:
             inside[0] -= 1
         return 4
@@ -244,8 +246,7 @@ def test_the_concurrency_modifier_is_never_called_twice_at_once(fp: FakePlatform
         return {"n": job["input"]["n"]}
 
     cfg = worker_config(fp, handler, str(tmp_path / "spool"), config={"concurrency_modifier": modifier})
-    transport = RecordingTransport(cfg)
-    run = RunningWorker(Worker(cfg, transport=transport), fp)
+    run = RunningWorker(Worker(cfg), fp)
     run.worker.start()
     try:
         ids = fp.add_jobs([{"n": n} for n in range(200)])
@@ -253,6 +254,5 @@ def test_the_concurrency_modifier_is_never_called_twice_at_once(fp: FakePlatform
     finally:
         assert run.stop() is True
     assert all(len(fp.results(i)) == 1 for i in ids)
-    assert any(thread.startswith("wavespeed-job") for thread, _, got in transport.takes if got)
-    assert calls[0] >= 50
+    assert callers.get("wavespeed-fetcher", 0) >= 1 and callers.get("wavespeed-job", 0) >= 10, callers
     assert most[0] == 1
