@@ -320,8 +320,8 @@ class Worker:
         keeps runs with no thread switch; a pause its answer asks for (empty,
         error, throttled) is left for the fetcher to keep.
         """
-        if self.stopping:
-            return
+        if self.stopping or time.monotonic() < self._next_take_at:
+            return  # (a pause still running: the fetcher, woken by took(), keeps it)
         delay = self._take(free)
         if delay > 0:
             self._next_take_at = time.monotonic() + delay
