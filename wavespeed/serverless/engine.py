@@ -146,7 +146,7 @@ class Engine:
         # Runs whose result is decided but whose handler thread still runs.
         self._abandoned: weakref.WeakSet[JobRun] = weakref.WeakSet()
         # The one take at a time: held by the fetcher (claim_take .. took) or
-        # by a pool thread feeding itself; _parked counts fetchers waiting for a slot.
+        # by a thread feeding itself (_feed); _parked counts fetchers waiting for a slot.
         self._taking = False
         self._parked = 0
         # Per pool thread: the run whose result it is delivering (finishing),
@@ -167,7 +167,7 @@ class Engine:
 
         A non-zero answer hands the caller the one take at a time: it asks
         the platform for that many jobs, submits them, then calls ``took()``.
-        0 when stopping, still full, or a pool thread is taking jobs itself.
+        0 when stopping, still full, or another thread is taking jobs itself.
         """
         concurrency = self.update_concurrency()
         with self._cond:
@@ -362,7 +362,7 @@ class Engine:
                 local.carrying = carry
                 self._feeder(free)
         except BaseException:  # noqa: BLE001 - the feeder should never raise; the fetcher goes on
-            log.exception("taking jobs from a pool thread failed")
+            log.exception("taking jobs from this job or delivery thread failed")
         finally:
             local.carrying = False
             self.took()
