@@ -180,32 +180,15 @@ class Delivery:
             return
         payload = result.payload
         if delivery.refused:
-            self.stats.add("refused")
-            log.error(
-                "the platform refused the result of job %s (HTTP %s: %s); posting a FAILED result",
-                job_id,
-                delivery.status,
-                delivery.detail[:200],
-            )
-            reason = failure(
-                job_id,
-                f"the platform refused the job's result (HTTP {delivery.status}, "
-                f"{len(result.payload)} bytes): {delivery.detail[:200]}",
-                refresh=result.refresh,
-            )
-            retry_deadline = max(deadline, time.monotonic() + REFUSAL_GRACE)
-            delivery = self.transport.post_result(
-                job_id, reason.payload, result.is_stream, deadline=retry_deadline
+            delivery, payload = self._replace_refused(
+                job_id, delivery, len(payload), result.is_stream, deadline, result.refresh
             )
             if delivery.ok:
-                self.stats.add("delivered")
                 self.finish(box, result, FinalOutcome.REPLACED)
                 return
             if delivery.refused:
-                log.error("the FAILED result of job %s was refused too; giving up on it", job_id)
                 self.finish(box, result, FinalOutcome.DROPPED)
                 return
-            payload = reason.payload
         self._spool_final(
             box,
             JobResult(
@@ -213,6 +196,47 @@ class Delivery:
             ),
             delivery.detail or f"HTTP {delivery.status}",
         )
+
+    def _replace_refused(
+        self,
+        job_id: str,
+        refused: Any,
+        size: int,
+        is_stream: bool,
+        deadline: float,
+        refresh: bool = False,
+        spooled: bool = False,
+    ) -> tuple[Any, bytes]:
+        """Post the small FAILED result that replaces a refused one (live or re-sent).
+
+        Returns what that post got, and the FAILED payload (what to spool
+        when it could not be delivered either).
+        """
+        self.stats.add("refused")
+        log.error(
+            "the platform refused the %sresult of job %s (HTTP %s: %s); posting a FAILED result",
+            "spooled " if spooled else "",
+            job_id,
+            refused.status,
+            refused.detail[:200],
+        )
+        reason = failure(
+            job_id,
+            f"the platform refused the job's result (HTTP {refused.status}, "
+            f"{size} bytes): {refused.detail[:200]}",
+            refresh=refresh,
+        )
+        delivery = self.transport.post_result(
+            job_id,
+            reason.payload,
+            is_stream,
+            deadline=max(deadline, time.monotonic() + REFUSAL_GRACE),
+        )
+        if delivery.ok:
+            self.stats.add("delivered")
+        elif delivery.refused:
+            log.error("the FAILED result of job %s was refused too; giving up on it", job_id)
+        return delivery, reason.payload
 
     def _spool_final(self, box: Outbox, result: JobResult, why: str) -> None:
         with box.cond:
@@ -275,35 +299,14 @@ class Delivery:
             log.info("re-sent the spooled result of job %s", entry.job_id)
             return True, ""
         if delivery.refused:
-            # As for a live result: the job still gets a final answer, a small
-            # FAILED one saying why, so the platform does not wait for it forever.
-            self.stats.add("refused")
-            log.error(
-                "the platform refused the spooled result of job %s (HTTP %s: %s); "
-                "posting a FAILED result",
-                entry.job_id,
-                delivery.status,
-                delivery.detail[:200],
-            )
-            reason = failure(
-                entry.job_id,
-                f"the platform refused the job's result (HTTP {delivery.status}, "
-                f"{len(entry.payload)} bytes): {delivery.detail[:200]}",
-            )
-            replaced = self.transport.post_result(
-                entry.job_id,
-                reason.payload,
-                entry.is_stream,
-                deadline=max(deadline, time.monotonic() + REFUSAL_GRACE),
+            # As for a live result: the job still gets a final answer.
+            replaced, _ = self._replace_refused(
+                entry.job_id, delivery, len(entry.payload), entry.is_stream, deadline, spooled=True
             )
             if replaced.ok:
-                self.stats.add("delivered")
                 self.metrics.post("refused")
                 return True, f"HTTP {delivery.status}, replaced by a FAILED result"
             if replaced.refused:
-                log.error(
-                    "the FAILED result of job %s was refused too; giving up on it", entry.job_id
-                )
                 return True, f"HTTP {delivery.status}"
             return False, replaced.detail or f"HTTP {replaced.status}"
         return False, delivery.detail or f"HTTP {delivery.status}"
