@@ -19,10 +19,10 @@ from wavespeed.serverless.worker import Worker
 
 try:
     from tests.fakeplatform import FakePlatform
-    from tests.helpers import RunningWorker, echo, takes, wait_until, worker_config
+    from tests.helpers import Meter, RunningWorker, echo, takes, wait_until, worker_config
 except ImportError:  # tests/ run as a plain directory on sys.path
     from fakeplatform import FakePlatform  # type: ignore[no-redef]
-    from helpers import RunningWorker, echo, takes, wait_until, worker_config  # type: ignore[no-redef]
+    from helpers import Meter, RunningWorker, echo, takes, wait_until, worker_config  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,18 +34,11 @@ class RecordingTransport(Transport):
         super().__init__(config)
         self.lock = threading.Lock()
         self.takes: List[Tuple[str, float, List[str]]] = []  # (thread, answered at, job ids)
-        self.in_take = 0
-        self.overlap = 0
+        self.meter = Meter()  # takes in flight now, and the most at once
 
     def take(self, free: int, in_progress: bool) -> TakeResult:
-        with self.lock:
-            self.in_take += 1
-            self.overlap = max(self.overlap, self.in_take)
-        try:
+        with self.meter:
             result = super().take(free, in_progress)
-        finally:
-            with self.lock:
-                self.in_take -= 1
         with self.lock:
             ids = [str(j.get("id")) for j in result.jobs]
             self.takes.append((threading.current_thread().name, time.monotonic(), ids))
@@ -70,17 +63,11 @@ def test_at_concurrency_1_the_thread_that_ran_a_job_takes_and_runs_the_next(
     fp: FakePlatform, tmp_path: Any
 ) -> None:
     ran_on: Dict[int, str] = {}
-    running = [0]
-    overlap = [0]
-    lock = threading.Lock()
+    meter = Meter()
 
     def handler(job: Dict[str, Any]) -> Dict[str, Any]:
-        with lock:
-            running[0] += 1
-            overlap[0] = max(overlap[0], running[0])
-        time.sleep(0.02)  # the fetcher is surely waiting for the slot by now
-        with lock:
-            running[0] -= 1
+        with meter:
+            time.sleep(0.02)  # the fetcher is surely waiting for the slot by now
             ran_on[job["input"]["n"]] = threading.current_thread().name
         return {"n": job["input"]["n"]}
 
@@ -90,7 +77,7 @@ def test_at_concurrency_1_the_thread_that_ran_a_job_takes_and_runs_the_next(
         assert fp.wait_results(20, 20)
         assert run.stop() is True
 
-    assert overlap[0] == 1
+    assert meter.peak == 1
     assert sorted(fp.results()) == sorted(ids)
     assert all(len(fp.results(i)) == 1 for i in ids)
     by_job = {job_id: thread for thread, _, got in transport.takes for job_id in got}
@@ -102,7 +89,7 @@ def test_at_concurrency_1_the_thread_that_ran_a_job_takes_and_runs_the_next(
     assert len(pool_taken) >= 18, [by_job[i] for i in ids]
     for n in pool_taken:
         assert ran_on[n] == by_job[ids[n]], (n, ran_on[n], by_job[ids[n]])
-    assert transport.overlap == 1  # one take at a time
+    assert transport.meter.peak == 1  # one take at a time
 
 
 def test_an_async_jobs_delivery_thread_takes_the_next_jobs(fp: FakePlatform, tmp_path: Any) -> None:
@@ -125,21 +112,15 @@ def test_an_async_jobs_delivery_thread_takes_the_next_jobs(fp: FakePlatform, tmp
     from_delivery = [i for i in ids if by_job[i].startswith("wavespeed-delivery")]
     assert len(from_delivery) >= 8, [by_job[i] for i in ids]
     assert not any("loop" in thread for thread, _, _ in transport.takes)
-    assert transport.overlap == 1
+    assert transport.meter.peak == 1
 
 
 def test_at_concurrency_4_jobs_held_never_exceed_the_slots(fp: FakePlatform, tmp_path: Any) -> None:
-    running = [0]
-    overlap = [0]
-    lock = threading.Lock()
+    meter = Meter()
 
     def handler(job: Dict[str, Any]) -> Dict[str, Any]:
-        with lock:
-            running[0] += 1
-            overlap[0] = max(overlap[0], running[0])
-        time.sleep(0.005 * (job["input"]["n"] % 3))
-        with lock:
-            running[0] -= 1
+        with meter:
+            time.sleep(0.005 * (job["input"]["n"] % 3))
         return {"n": job["input"]["n"]}
 
     with recorded_worker(fp, handler, tmp_path, concurrency=4) as (run, transport):
@@ -147,10 +128,10 @@ def test_at_concurrency_4_jobs_held_never_exceed_the_slots(fp: FakePlatform, tmp
         assert fp.wait_results(200, 30)
         assert run.stop() is True
 
-    assert overlap[0] <= 4
+    assert meter.peak <= 4
     assert sorted(fp.results()) == sorted(ids)
     assert all(len(fp.results(i)) == 1 for i in ids)
-    assert transport.overlap == 1
+    assert transport.meter.peak == 1
     assert max(len(got) for _, _, got in transport.takes) <= 4
     assert any(thread.startswith("wavespeed-job") for thread, _, got in transport.takes if got)
 
@@ -190,7 +171,7 @@ def test_a_pool_threads_long_poll_is_cut_at_stop(tmp_path: Any) -> None:
             assert fp.wait_results(1, 10)
             # The pool thread's take after the job is now held by the platform.
             assert fp.wait_for(
-                lambda f: any(r.status is None for r in takes(f)) and transport.in_take == 1, 5
+                lambda f: any(r.status is None for r in takes(f)) and transport.meter.current == 1, 5
             )
             started = time.monotonic()
             assert run.stop() is True
@@ -215,7 +196,7 @@ def test_a_pool_threads_take_answered_during_shutdown_is_run_not_cut(
         fp.delay("job-take", 0.15)
         one, two = fp.add_jobs([{"v": 1}, {"v": 2}])
         assert fp.wait_results(1, 10)
-        assert fp.wait_for(lambda f: transport.in_take == 1, 5)
+        assert fp.wait_for(lambda f: transport.meter.current == 1, 5)
         assert run.stop() is True
     assert set(fp.taken()) == {one, two}
     assert fp.results(two) == [{"output": {"v": 2}}]
@@ -224,21 +205,15 @@ def test_a_pool_threads_take_answered_during_shutdown_is_run_not_cut(
 def test_the_concurrency_modifier_is_never_called_twice_at_once(fp: FakePlatform, tmp_path: Any) -> None:
     """The fetcher and the threads taking jobs themselves both ask the modifier;
     a user's modifier (which may keep state) sees one call at a time."""
-    lock = threading.Lock()
-    inside = [0]
-    most = [0]
+    meter = Meter()
     callers: Dict[str, int] = {}
 
     def modifier(current: int) -> int:
-        name = threading.current_thread().name.rsplit("_", 1)[0]
-        with lock:
-            inside[0] += 1
+        with meter:
+            name = threading.current_thread().name.rsplit("_", 1)[0]
             callers[name] = callers.get(name, 0) + 1
-            most[0] = max(most[0], inside[0])
-        if name != "wavespeed-fetcher":
-            time.sleep(0.003)  # widen the window the fetcher's next call would hit
-        with lock:
-            inside[0] -= 1
+            if name != "wavespeed-fetcher":
+                time.sleep(0.003)  # widen the window the fetcher's next call would hit
         return 4
 
     def handler(job: Dict[str, Any]) -> Dict[str, Any]:
@@ -255,4 +230,29 @@ def test_the_concurrency_modifier_is_never_called_twice_at_once(fp: FakePlatform
         assert run.stop() is True
     assert all(len(fp.results(i)) == 1 for i in ids)
     assert callers.get("wavespeed-fetcher", 0) >= 1 and callers.get("wavespeed-job", 0) >= 10, callers
-    assert most[0] == 1
+    assert meter.peak == 1
+
+
+def test_a_thread_that_would_take_jobs_itself_leaves_a_running_pause_to_the_fetcher(
+    fp: FakePlatform, tmp_path: Any
+) -> None:
+    """While an earlier answer's pause runs, a finishing thread does not take: the
+    fetcher, woken when the take is given back, keeps the pause and takes after it.
+
+    Driven through the feeder the engine calls (``Worker._feed``) on a worker that
+    is not started, so the fetcher cannot take in between.
+    """
+    cfg = worker_config(fp, echo, str(tmp_path / "spool"), concurrency=1)
+    transport = RecordingTransport(cfg)
+    worker = Worker(cfg, transport=transport)
+    try:
+        worker._next_take_at = time.monotonic() + 30  # a pause still running
+        worker._feed(1)
+        assert transport.takes == []
+        worker._next_take_at = 0.0  # the pause is over
+        worker._feed(1)  # the platform has no job: 204, a new pause begins
+        assert len(transport.takes) == 1 and transport.takes[0][2] == []
+        assert worker._next_take_at > time.monotonic()
+    finally:
+        worker.transport.close()
+        worker.engine.close()
