@@ -260,8 +260,11 @@ class Transport:
 
     # -- job-take and job-stop ------------------------------------------------------
 
-    def _long_poll(self, pool: Any, target: str) -> Any:
-        """One GET on the fetch session's pool: no retries or redirects (the caller backs off)."""
+    def _get(self, pool: Any, target: str, timeout: Optional[Timeout] = None) -> Any:
+        """One GET: no retries or redirects (the caller backs off).
+
+        The timeout defaults to the long-poll's (job-take, job-stop).
+        """
         return pool.urlopen(
             "GET",
             target,
@@ -269,13 +272,13 @@ class Transport:
             retries=NO_RETRIES,
             redirect=False,
             assert_same_host=False,
-            timeout=self._fetch_timeout,
+            timeout=self._fetch_timeout if timeout is None else timeout,
         )
 
     def take(self, free: int, in_progress: bool) -> TakeResult:
         """Ask for up to ``free`` jobs. Never raises: every failure is a ``TakeKind``."""
         try:
-            response = self._long_poll(*self._take_route(free, in_progress))
+            response = self._get(*self._take_route(free, in_progress))
         except NETWORK_ERRORS as exc:
             return TakeResult(kind=TakeKind.ERROR, detail=describe(exc))
         status = response.status
@@ -299,7 +302,7 @@ class Transport:
         if not url:
             return CancelPoll(CancelKind.NO_URL)
         try:
-            response = self._long_poll(*self._route(self.fetch, url))
+            response = self._get(*self._route(self.fetch, url))
         except NETWORK_ERRORS as exc:
             return CancelPoll(CancelKind.ERROR, detail=describe(exc))
         if response.status == 204:
@@ -505,21 +508,12 @@ class Transport:
         params["wavespeed_version"] = __version__
         try:
             pool, target = self._route(self.heartbeat, with_query(self.config.ping_url, params))
-            response = pool.urlopen(
-                "GET",
-                target,
-                headers=self._headers,
-                retries=NO_RETRIES,
-                redirect=False,
-                assert_same_host=False,
-                timeout=Timeout(
-                    connect=CONNECT_TIMEOUT, read=max(1.0, 2 * self.config.ping_interval)
-                ),
-            )
+            read = max(1.0, 2 * self.config.ping_interval)
+            response = self._get(pool, target, Timeout(connect=CONNECT_TIMEOUT, read=read))
         except NETWORK_ERRORS as exc:
             log.debug("ping failed: %s", describe(exc))
             return False
-        return response.status < 300
+        return bool(response.status < 300)
 
     def close(self) -> None:
         """Close every pool; later requests fail (FAILED / ERROR), they do not raise."""
