@@ -3,7 +3,8 @@
 The adapters below make their urllib3 pools use connection classes that
 register each connection with a ``Tracker`` before it connects, so a
 shutdown can shut down every socket, including one still in ``connect()``
-(on Linux, shutting down a connecting socket aborts the connect).
+(on Linux, shutting down a connecting socket aborts the connect). Their
+answers are read by ``headers.Response``, which skips the email parser.
 """
 
 import socket
@@ -17,6 +18,8 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util.connection import allowed_gai_family
+
+from .headers import Response
 
 
 class Tracker:
@@ -105,12 +108,14 @@ class TrackedAdapter(HTTPAdapter):
 
         class TrackedHTTP(HTTPConnection):
             connecting_sock: Optional[socket.socket] = None
+            response_class = Response
 
             def _new_conn(self) -> socket.socket:
                 return _open_socket(self, tracker)
 
         class TrackedHTTPS(HTTPSConnection):
             connecting_sock: Optional[socket.socket] = None
+            response_class = Response
 
             def _new_conn(self) -> socket.socket:
                 return _open_socket(self, tracker)
