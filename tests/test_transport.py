@@ -329,7 +329,9 @@ def deep(levels: int) -> bytes:
     return b"[" * levels + b"]" * levels
 
 
-def test_a_body_nested_too_deeply_is_a_malformed_job(fp: FakePlatform, transport: Transport) -> None:
+def test_a_body_nested_too_deeply_is_a_malformed_job(
+    fp: FakePlatform, transport: Transport
+) -> None:
     body = b'{"id": "deep-1", "input": {"x": ' + deep(100_000) + b"}}"
     with pytest.raises(RecursionError):
         json.loads(body)  # what killed the fetcher thread before
@@ -385,7 +387,13 @@ def test_salvage_stays_linear_on_a_body_cut_inside_an_escaped_string() -> None:
 
 
 def test_the_id_is_found_after_a_large_string() -> None:
-    body = b'{"input": {"image": "' + b"QUJD" * (2 << 20) + b'"}, "id": "after-8mb", "x": ' + deep(TOO_DEEP) + b"}"
+    body = (
+        b'{"input": {"image": "'
+        + b"QUJD" * (2 << 20)
+        + b'"}, "id": "after-8mb", "x": '
+        + deep(TOO_DEEP)
+        + b"}"
+    )
     assert [job_id for job_id, _ in read_take_body(body).malformed] == ["after-8mb"]
 
 
@@ -413,8 +421,14 @@ def test_take_url_batch(fp: FakePlatform, transport: Transport, free: int) -> No
 @pytest.mark.parametrize(
     "template, expected",
     [
-        ("http://p.test/v2/ep/job-take/$ID", "http://p.test/v2/ep/job-take/pod-1?job_in_progress=0"),
-        ("http://p.test/v2/ep/job-take/$ID?", "http://p.test/v2/ep/job-take/pod-1?job_in_progress=0"),
+        (
+            "http://p.test/v2/ep/job-take/$ID",
+            "http://p.test/v2/ep/job-take/pod-1?job_in_progress=0",
+        ),
+        (
+            "http://p.test/v2/ep/job-take/$ID?",
+            "http://p.test/v2/ep/job-take/pod-1?job_in_progress=0",
+        ),
         (
             "http://p.test/v2/ep/job-take/$ID?gpu=x",
             "http://p.test/v2/ep/job-take/pod-1?gpu=x&job_in_progress=0",
@@ -508,7 +522,9 @@ def test_post_result_quotes_job_id(fp: FakePlatform, transport: Transport) -> No
     "job_id",
     ["line\nbreak", "crlf\r\nX-Injected: yes", "ünïcödé", "🚀-job", "50% done", "a/b?c#d"],
 )
-def test_header_unsafe_job_ids_are_delivered(fp: FakePlatform, transport: Transport, job_id: str) -> None:
+def test_header_unsafe_job_ids_are_delivered(
+    fp: FakePlatform, transport: Transport, job_id: str
+) -> None:
     # Each of these ids used to make http.client refuse the header: the result was lost.
     delivery = transport.post_result(job_id, b'{"output":1}')
     assert delivery.ok, delivery
@@ -570,12 +586,35 @@ def test_no_authorization_without_key(fp: FakePlatform) -> None:
         t.close()
 
 
+def test_an_api_key_that_would_inject_a_header_is_never_sent(fp: FakePlatform) -> None:
+    """http.client refused it at each request; the transport's prepared headers refuse it too."""
+    t = Transport(make_config(fp, RUNPOD_AI_API_KEY="key\r\nX-Injected: 1"))
+    try:
+        taken = t.take(1, False)
+        assert taken.kind is TakeKind.ERROR and "Invalid header" in taken.detail
+        for delivery in (
+            t.post_result("j1", b"{}"),
+            t.post_chunk("j1", b"{}"),
+            t.post_progress("j1", b"{}"),
+        ):
+            assert delivery.outcome is Outcome.FAILED and "Invalid header" in delivery.detail
+        assert (
+            t.poll_cancels().kind is CancelKind.NO_URL or t.poll_cancels().kind is CancelKind.ERROR
+        )
+        assert t.ping([]) is False
+        assert fp.requests() == []
+    finally:
+        t.close()
+
+
 @pytest.mark.parametrize(
     "statuses",
     [[503, 200], [500, 502, 200], [429, 200], [504, 500, 503, 200]],
     ids=["503", "500-502", "429", "three-5xx"],
 )
-def test_result_retried_until_success(fp: FakePlatform, transport: Transport, statuses: List[int]) -> None:
+def test_result_retried_until_success(
+    fp: FakePlatform, transport: Transport, statuses: List[int]
+) -> None:
     fp.script("job-done", *(Fault(status) for status in statuses[:-1]))
     payload = b'{"output":1}'
     delivery = transport.post_result("j1", payload)
@@ -594,7 +633,9 @@ def test_result_gives_up_after_the_policy(fp: FakePlatform, transport: Transport
 
 
 @pytest.mark.parametrize("status", [400, 401, 404, 413])
-def test_result_4xx_not_retried_and_refused(fp: FakePlatform, transport: Transport, status: int) -> None:
+def test_result_4xx_not_retried_and_refused(
+    fp: FakePlatform, transport: Transport, status: int
+) -> None:
     fp.script("job-done", Fault(status, b"output must be an object"))
     delivery = transport.post_result("j1", b"[1]")
     assert delivery.outcome is Outcome.REFUSED and delivery.refused
@@ -676,7 +717,9 @@ def test_post_progress_is_retried_once_only(fp: FakePlatform, transport: Transpo
 # -- results: a wall-clock deadline (issue 9 §2) ---------------------------------------
 
 
-def test_a_retry_after_beyond_the_deadline_gives_up_at_once(fp: FakePlatform, transport: Transport) -> None:
+def test_a_retry_after_beyond_the_deadline_gives_up_at_once(
+    fp: FakePlatform, transport: Transport
+) -> None:
     fp.script("job-done", Fault(429, headers={"Retry-After": "120"}))
     start = time.monotonic()
     delivery = transport.post_result("j1", b"{}", deadline=time.monotonic() + 5)
@@ -727,7 +770,9 @@ def test_a_deadline_already_passed_sends_nothing(fp: FakePlatform, transport: Tr
 # -- abort_posts: bounded shutdown (issue 9 §2) ------------------------------------------
 
 
-def post_in_thread(transport: Transport, results: List[Delivery], **kwargs: Any) -> threading.Thread:
+def post_in_thread(
+    transport: Transport, results: List[Delivery], **kwargs: Any
+) -> threading.Thread:
     thread = threading.Thread(
         target=lambda: results.append(transport.post_result("j1", b"{}", **kwargs)), daemon=True
     )
@@ -735,7 +780,9 @@ def post_in_thread(transport: Transport, results: List[Delivery], **kwargs: Any)
     return thread
 
 
-def assert_cut_within_a_second(transport: Transport, thread: threading.Thread, results: List[Delivery]) -> None:
+def assert_cut_within_a_second(
+    transport: Transport, thread: threading.Thread, results: List[Delivery]
+) -> None:
     cut = time.monotonic()
     transport.abort_posts()
     thread.join(5)
@@ -745,7 +792,9 @@ def assert_cut_within_a_second(transport: Transport, thread: threading.Thread, r
     assert "abort" in results[0].detail
 
 
-def test_abort_posts_cuts_a_post_waiting_for_its_answer(fp: FakePlatform, transport: Transport) -> None:
+def test_abort_posts_cuts_a_post_waiting_for_its_answer(
+    fp: FakePlatform, transport: Transport
+) -> None:
     fp.script("job-done", Fault(200, delay=30))
     results: List[Delivery] = []
     thread = post_in_thread(transport, results, deadline=time.monotonic() + 30)
@@ -797,7 +846,9 @@ def test_abort_posts_cuts_a_post_still_connecting(fp: FakePlatform) -> None:
         finally:
             probe.close()
         done = f"http://127.0.0.1:{port}/v2/ep/job-done/$RUNPOD_POD_ID/$ID"
-        t = Transport(make_config(fp, RUNPOD_WEBHOOK_POST_OUTPUT=done, WAVESPEED_RESULT_DEADLINE="30"))
+        t = Transport(
+            make_config(fp, RUNPOD_WEBHOOK_POST_OUTPUT=done, WAVESPEED_RESULT_DEADLINE="30")
+        )
         try:
             results: List[Delivery] = []
             thread = post_in_thread(t, results)
@@ -887,8 +938,16 @@ def test_ping_without_url_sends_nothing(fp: FakePlatform) -> None:
 @pytest.mark.parametrize(
     "fault, expected",
     [
-        pytest.param(Fault.json({"jobsToStop": ["a", "b"]}), CancelPoll(CancelKind.JOBS, ["a", "b"]), id="ids"),
-        pytest.param(Fault.json({"jobsToStop": [1, None, "c"]}), CancelPoll(CancelKind.JOBS, ["1", "c"]), id="mixed-ids"),
+        pytest.param(
+            Fault.json({"jobsToStop": ["a", "b"]}),
+            CancelPoll(CancelKind.JOBS, ["a", "b"]),
+            id="ids",
+        ),
+        pytest.param(
+            Fault.json({"jobsToStop": [1, None, "c"]}),
+            CancelPoll(CancelKind.JOBS, ["1", "c"]),
+            id="mixed-ids",
+        ),
         pytest.param(Fault.json({"jobsToStop": []}), CancelPoll(CancelKind.NONE), id="empty-list"),
         pytest.param(Fault.json({"jobsToStop": None}), CancelPoll(CancelKind.NONE), id="null"),
         pytest.param(Fault.json({}), CancelPoll(CancelKind.NONE), id="no-key"),
@@ -914,11 +973,15 @@ def test_poll_cancels_shapes(
         pytest.param(Fault(200, b"nope"), "unreadable", id="non-json"),
         pytest.param(Fault.json(["a"]), "unreadable", id="list-body"),
         pytest.param(Fault.json({"jobsToStop": "a"}), "unreadable", id="string-ids"),
-        pytest.param(Fault(200, b'{"jobsToStop": ' + deep(100_000) + b"}"), "unreadable", id="deep"),
+        pytest.param(
+            Fault(200, b'{"jobsToStop": ' + deep(100_000) + b"}"), "unreadable", id="deep"
+        ),
         pytest.param(Fault(reset=True), "Error", id="reset"),
     ],
 )
-def test_poll_cancels_errors(fp: FakePlatform, transport: Transport, fault: Fault, detail: str) -> None:
+def test_poll_cancels_errors(
+    fp: FakePlatform, transport: Transport, fault: Fault, detail: str
+) -> None:
     fp.script("job-stop", fault)
     poll = transport.poll_cancels()
     assert poll.kind is CancelKind.ERROR and poll.ids == []

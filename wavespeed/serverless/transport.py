@@ -13,12 +13,14 @@ policy as a urllib3 ``Retry`` value on its adapter:
 - ``heartbeat``: pings, no retries.
 
 The hot path (job-take, job-done, stream chunks, progress) does not go
-through ``requests``: it calls ``urlopen`` on the session's own urllib3 pool
-with a request target and headers prepared once (per worker for job-take,
-per job for posts), and sends the payload bytes as given. That skips the
-``PreparedRequest``/``Response`` objects, the header merging and the cookie
-and proxy handling of every call (none of which the worker uses), which were
-about a third of the worker's CPU per job. Redirects are never followed.
+through ``requests``, nor through ``urlopen``: ``exchange.exchange`` sends
+each request on a connection of the session's own urllib3 pool, with the
+request target and header block made once as bytes (per worker for
+job-take, per job for posts), and sends the payload bytes as given. That
+skips the ``PreparedRequest``/``Response`` objects, the header merging and
+the cookie and proxy handling of ``requests`` (about a third of the
+worker's CPU per job), then urllib3's per-request parsing and wrapping
+(about half of what was left). Redirects are never followed.
 
 The retry loop is ours, driven by the adapter's ``Retry`` value (which
 errors and statuses are retried, how many times, the backoff, Retry-After),
@@ -45,11 +47,11 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool
 from urllib3.exceptions import ClosedPoolError, HTTPError
 from urllib3.util.retry import Retry
-from urllib3.util.timeout import Timeout
 
 from .. import __version__
 from .config import Config
 from .connections import TrackedAdapter, Tracker
+from .exchange import Answer, exchange, header_block, host_line, wire_target
 from .jobtake import parse_jobs, read_take_body
 from .logs import logger
 from .outcomes import CancelKind, CancelPoll, Delivery, Outcome, TakeKind, TakeResult
@@ -91,13 +93,11 @@ USER_AGENT = f"wavespeed-serverless/{__version__} (urllib3)"
 RUNPOD_PROTOCOL_VERSION = "1.12.0"
 CONNECT_TIMEOUT = 5.0
 RESULT_READ_TIMEOUT = 30.0  # per try; read at call time (tests shorten it)
-# What urlopen(retries=False, redirect=False) builds on every call, built once
-# (a Retry is never changed in place: increment() returns a new one).
-NO_RETRIES = Retry(False, redirect=False)
 PROGRESS_DEADLINE = 10.0  # progress is best effort: never hold a job's outbox long
 
-# Network trouble as urllib3 raises it with retries=False. ValueError: http.client
-# refusing a header or URL it cannot send; the transport reports it, never raises it.
+# Network trouble as urllib3 raises it with retries=False (exchange() raises the
+# same). ValueError: a header the transport refuses to send (a line break in the
+# API key); the transport reports it, never raises it.
 NETWORK_ERRORS = (HTTPError, OSError, ValueError)
 
 
@@ -105,10 +105,10 @@ NETWORK_ERRORS = (HTTPError, OSError, ValueError)
 class _JobRoute:
     """Everything posting for one job needs, prepared once per job."""
 
-    headers: dict[str, str]
-    done: str  # job-done request target, isStream=false
-    done_final_stream: str  # the same with isStream=true
-    stream: str  # job-stream request target ("" without a stream URL)
+    head: bytes  # the header block (exchange.header_block)
+    done: bytes  # job-done request target, isStream=false
+    done_final_stream: bytes  # the same with isStream=true
+    stream: bytes  # job-stream request target (b"" without a stream URL)
 
 
 # -- the transport ------------------------------------------------------------------
@@ -149,11 +149,12 @@ class Transport:
         self._pools_lock = threading.Lock()
         self._closed = False
         self._headers = self._base_headers()
-        self._fetch_timeout = Timeout(connect=CONNECT_TIMEOUT, read=config.fetch_timeout)
         # Both bounded and thread-safe (lru_cache locks internally).
-        self._take_route: Callable[[int, bool], tuple[HTTPConnectionPool, str]] = lru_cache(
+        self._take_route: Callable[[int, bool], tuple[HTTPConnectionPool, bytes]] = lru_cache(
             maxsize=64
         )(self._make_take_route)
+        self._host: Callable[[HTTPConnectionPool], bytes] = lru_cache(maxsize=16)(host_line)
+        self._head: Optional[bytes] = None  # header_block(self._headers), made at first use
         # Request targets of job-done (isStream false, true) and job-stream, "$ID" still in.
         self._job_targets: Optional[tuple[str, ...]] = None
         self._job_route: Callable[[str], _JobRoute] = lru_cache(maxsize=512)(self._make_job_route)
@@ -238,8 +239,16 @@ class Transport:
         assert isinstance(adapter, HTTPAdapter)
         return self._route(session, url)[0], adapter.max_retries
 
-    def _make_take_route(self, free: int, in_progress: bool) -> tuple[HTTPConnectionPool, str]:
-        return self._route(self.fetch, self.take_url(free, in_progress))
+    def _make_take_route(self, free: int, in_progress: bool) -> tuple[HTTPConnectionPool, bytes]:
+        pool, target = self._route(self.fetch, self.take_url(free, in_progress))
+        return pool, wire_target(target)
+
+    def _base_head(self) -> bytes:
+        """The header block of requests that name no job (ValueError: an unsendable API key)."""
+        head = self._head
+        if head is None:
+            head = self._head = header_block(self._headers)
+        return head
 
     def _make_job_route(self, job_id: str) -> _JobRoute:
         targets = self._job_targets
@@ -255,24 +264,21 @@ class Transport:
                 )
             )
         quoted = quote(job_id, safe="")  # as job_url() does
-        done, final, stream = (target.replace("$ID", quoted) for target in targets)
-        return _JobRoute(self.headers(job_id, content=True), done, final, stream)
+        done, final, stream = (wire_target(target.replace("$ID", quoted)) for target in targets)
+        return _JobRoute(header_block(self.headers(job_id, content=True)), done, final, stream)
 
     # -- job-take and job-stop ------------------------------------------------------
 
-    def _get(self, pool: Any, target: str, timeout: Optional[Timeout] = None) -> Any:
+    def _get(
+        self, pool: HTTPConnectionPool, target: bytes, read_timeout: Optional[float] = None
+    ) -> Answer:
         """One GET: no retries or redirects (the caller backs off).
 
-        The timeout defaults to the long-poll's (job-take, job-stop).
+        The read timeout defaults to the long-poll's (job-take, job-stop).
         """
-        return pool.urlopen(
-            "GET",
-            target,
-            headers=self._headers,
-            retries=NO_RETRIES,
-            redirect=False,
-            assert_same_host=False,
-            timeout=self._fetch_timeout if timeout is None else timeout,
+        read = self.config.fetch_timeout if read_timeout is None else read_timeout
+        return exchange(
+            pool, self._host(pool), b"GET", target, self._base_head(), None, CONNECT_TIMEOUT, read
         )
 
     def take(self, free: int, in_progress: bool) -> TakeResult:
@@ -302,7 +308,8 @@ class Transport:
         if not url:
             return CancelPoll(CancelKind.NO_URL)
         try:
-            response = self._get(*self._route(self.fetch, url))
+            pool, target = self._route(self.fetch, url)
+            response = self._get(pool, wire_target(target))
         except NETWORK_ERRORS as exc:
             return CancelPoll(CancelKind.ERROR, detail=describe(exc))
         if response.status == 204:
@@ -350,29 +357,24 @@ class Transport:
         """
         if not self.config.job_done_url:
             return Delivery(Outcome.REFUSED, detail="no job-done URL configured")
-        route = self._job_route(str(job_id))
-        target = route.done_final_stream if is_stream else route.done
-        return self._post(
-            self.result, self.config.job_done_url, target, route.headers, payload, deadline
-        )
+        field = "done_final_stream" if is_stream else "done"
+        return self._post(self.result, self.config.job_done_url, job_id, field, payload, deadline)
 
     def post_chunk(self, job_id: str, payload: bytes, deadline: Optional[float] = None) -> Delivery:
         """POST one generator chunk to the stream URL (a few retries, within ``deadline``)."""
         if not self.config.job_stream_url:
             return Delivery(Outcome.REFUSED, detail="no job-stream URL configured")
-        route = self._job_route(str(job_id))
         return self._post(
-            self.stream, self.config.job_stream_url, route.stream, route.headers, payload, deadline
+            self.stream, self.config.job_stream_url, job_id, "stream", payload, deadline
         )
 
     def post_progress(self, job_id: str, payload: bytes) -> Delivery:
         """POST a progress update to the job-done URL (best effort: one retry, 10 s at most)."""
         if not self.config.job_done_url:
             return Delivery(Outcome.REFUSED, detail="no job-done URL configured")
-        route = self._job_route(str(job_id))
         deadline = time.monotonic() + min(PROGRESS_DEADLINE, self.config.result_deadline)
         return self._post(
-            self.best_effort, self.config.job_done_url, route.done, route.headers, payload, deadline
+            self.best_effort, self.config.job_done_url, job_id, "done", payload, deadline
         )
 
     def abort_posts(self) -> None:
@@ -391,25 +393,32 @@ class Transport:
         self,
         session: requests.Session,
         template: str,
-        target: str,
-        headers: dict[str, str],
+        job_id: str,
+        field: str,
         payload: bytes,
         deadline: Optional[float],
     ) -> Delivery:
+        """POST ``payload`` to the ``field`` target of the job's route (``_JobRoute``)."""
         if deadline is None:
             deadline = time.monotonic() + self.config.result_deadline
+        target = field
         try:
-            pool, policy = self._lane(session, template)
-            return self._exchange(pool, target, headers, payload, policy, deadline)
+            try:
+                route = self._job_route(str(job_id))
+                pool, policy = self._lane(session, template)
+            except ValueError as exc:  # an unsendable header or URL: nothing to retry
+                return Delivery(Outcome.FAILED, None, describe(exc), 0)
+            target = getattr(route, field)
+            return self._exchange(pool, target, route.head, payload, policy, deadline)
         except Exception as exc:  # noqa: BLE001 - the delivery path must get a value, not raise
-            log.exception("posting to %s failed unexpectedly", target.split("?", 1)[0])
+            log.exception("posting to %s failed unexpectedly", str(target).split("?", 1)[0])
             return Delivery(Outcome.FAILED, detail=f"internal error: {describe(exc)}")
 
     def _exchange(
         self,
         pool: HTTPConnectionPool,
-        target: str,
-        headers: dict[str, str],
+        target: bytes,
+        head: bytes,
         payload: bytes,
         policy: Retry,
         deadline: float,
@@ -429,25 +438,22 @@ class Transport:
                 return Delivery(Outcome.FAILED, status, detail or "the deadline passed", tries)
             tries += 1
             try:
-                response = pool.urlopen(
-                    "POST",
+                response = exchange(
+                    pool,
+                    self._host(pool),
+                    b"POST",
                     target,
-                    body=payload,
-                    headers=headers,
-                    retries=NO_RETRIES,
-                    redirect=False,
-                    assert_same_host=False,
-                    timeout=Timeout(
-                        connect=min(CONNECT_TIMEOUT, remaining),
-                        read=min(RESULT_READ_TIMEOUT, remaining),
-                    ),
+                    head,
+                    payload,
+                    min(CONNECT_TIMEOUT, remaining),
+                    min(RESULT_READ_TIMEOUT, remaining),
                 )
             except NETWORK_ERRORS as exc:
                 status, detail = None, describe(exc)
                 if self._posts_aborted.is_set():
                     continue  # reported as aborted at the top of the loop
                 try:
-                    retry = retry.increment("POST", target, error=exc)
+                    retry = retry.increment("POST", target.decode(), error=exc)
                 except Exception:  # noqa: BLE001 - MaxRetryError, or the error re-raised: give up
                     return Delivery(Outcome.FAILED, None, detail, tries)
                 delay = retry.get_backoff_time()
@@ -464,7 +470,7 @@ class Transport:
                 if not retry.is_retry("POST", status, has_retry_after):
                     return Delivery(settled, status, detail, tries)
                 try:
-                    retry = retry.increment("POST", target, response=response)
+                    retry = retry.increment("POST", target.decode(), response=response)  # type: ignore[arg-type]
                 except Exception:  # noqa: BLE001 - MaxRetryError: the policy is spent
                     return Delivery(settled, status, detail, tries)
                 delay = retry.get_backoff_time()
@@ -484,7 +490,7 @@ class Transport:
             if delay > 0:
                 self._posts_aborted.wait(delay)
 
-    def _answer_text(self, response: Any) -> str:  # urllib3 1.26 and 2 differ in its type
+    def _answer_text(self, response: Answer) -> str:
         """The start of an error answer, for the log, with the API key masked."""
         data = response.data or b""
         detail = data[:300].decode("utf-8", "replace")
@@ -509,7 +515,7 @@ class Transport:
         try:
             pool, target = self._route(self.heartbeat, with_query(self.config.ping_url, params))
             read = max(1.0, 2 * self.config.ping_interval)
-            response = self._get(pool, target, Timeout(connect=CONNECT_TIMEOUT, read=read))
+            response = self._get(pool, wire_target(target), read)
         except NETWORK_ERRORS as exc:
             log.debug("ping failed: %s", describe(exc))
             return False
