@@ -11,7 +11,11 @@ The header reader is checked against ``http.client.parse_headers`` itself.
 import gzip
 import http.client
 import io
+import pathlib
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from typing import Callable, Iterator, List, Optional
@@ -445,3 +449,72 @@ def test_an_answer_sent_before_a_hang_up_mid_body_is_still_read(
 
     reply = call(serve(script), method=b"POST", body=b"x" * (32 << 20))
     assert (reply.status, reply.data) == (413, b"too big!")
+
+
+# -- TLS: the pool's settings apply --------------------------------------------------------
+
+
+@pytest.fixture
+def tls_server(tmp_path: pathlib.Path, serve: Callable[..., RawServer]) -> Iterator[tuple]:
+    """A RawServer behind TLS with a self-signed certificate for 127.0.0.1 (openssl CLI)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    if made.returncode != 0:
+        pytest.skip("openssl could not make a certificate: %s" % made.stderr[-200:])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    server = serve()
+    plain_serve = server._serve
+
+    def serve_tls(link: Link) -> None:
+        try:
+            link.sock = context.wrap_socket(link.sock, server_side=True)
+        except (OSError, ssl.SSLError):
+            link.sock.close()
+            return
+        plain_serve(link)
+
+    server._serve = serve_tls  # type: ignore[method-assign]
+    yield server, str(cert)
+
+
+def test_tls_is_verified_with_the_pools_settings(tls_server: tuple) -> None:
+    server, cert = tls_server
+    untrusted = urllib3.HTTPSConnectionPool("127.0.0.1", server.port, cert_reqs="CERT_REQUIRED")
+    with pytest.raises(urllib3.exceptions.SSLError):
+        exchange(untrusted, host_line(untrusted), b"GET", b"/", header_block({}), None, 5.0, 5.0)
+    trusted = urllib3.HTTPSConnectionPool(
+        "127.0.0.1", server.port, cert_reqs="CERT_REQUIRED", ca_certs=cert
+    )
+    for _ in range(2):
+        reply = exchange(
+            trusted, host_line(trusted), b"POST", b"/d", header_block({}), b"hi", 5.0, 5.0
+        )
+        assert (reply.status, reply.data) == (200, b"hi")
+    assert server.requests[-1].startswith(
+        b"POST /d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % server.port
+    )
