@@ -438,6 +438,9 @@ def run_scenario(ctx, sdk, sc):
             res["cpu_limit_s"] = lim["seconds"]
             res["cpu_limit_pct_of_bare"] = 100.0 * lim["bare_seconds"] / lim["seconds"]
             res["pct_of_cpu_limit"] = 100.0 * lim["seconds"] / res["wall_s"]
+            if "burn_ms_in_loop" in lim:
+                res["cpu_limit_burn_ms"] = "%.1f alone, %.1f in the loop" % (
+                    lim["burn_ms_alone"], lim["burn_ms_in_loop"])
         if res.get("bare_s"):  # cpu20: the bare loop ran in the worker's own process
             res["pct_of_bare"] = (100.0 * res["bare_s"] / res["wall_s"]) if res.get("wall_s") else None
         if "bare_post" in ref:
@@ -820,6 +823,7 @@ def _fig_rows(spec):
         ("cpu20", "cpu20ms c=1: % of the bare loop", val("pct_of_bare", "extrapolated"), "pct", (">=", 97)),
         ("cpu20", "cpu20ms c=1: stack limit (take+burn+done loop) % of its bare loop (ref)", val("cpu_limit_pct_of_bare"), "pct", None),
         ("cpu20", "cpu20ms c=1: % of that stack limit", val("pct_of_cpu_limit", "extrapolated"), "pct", None),
+        ("cpu20", "cpu20ms c=1: stack limit: burn() ms (ref)", val("cpu_limit_burn_ms"), "ms", None),
     ]
     jobs("bigout", "20MB output c=1")
     rows += [
