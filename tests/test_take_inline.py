@@ -256,3 +256,48 @@ def test_a_thread_that_would_take_jobs_itself_leaves_a_running_pause_to_the_fetc
     finally:
         worker.transport.close()
         worker.engine.close()
+
+
+def test_a_job_that_ends_while_another_thread_takes_does_not_wake_the_fetcher(
+    fp: FakePlatform, tmp_path: Any
+) -> None:
+    """c=2: job a's thread takes the next jobs (the platform holds that take); job b
+    ends meanwhile. The fetcher, waiting for a slot, is not woken just to find the
+    take busy: the take's end wakes it, with both slots free by then."""
+    b_may_end = threading.Event()
+
+    def handler(job: Dict[str, Any]) -> Dict[str, Any]:
+        if job["input"]["n"] == "b":
+            assert b_may_end.wait(5)
+        return {"n": job["input"]["n"]}
+
+    with recorded_worker(fp, handler, tmp_path, concurrency=2) as (run, transport):
+        engine = run.worker.engine
+        turns: List[int] = []  # what each of the fetcher's claim_take calls returned
+        claim_take = engine.claim_take
+
+        def counted(stop: threading.Event, timeout: float = 1.0) -> int:
+            free = claim_take(stop, timeout)
+            turns.append(free)
+            return free
+
+        engine.claim_take = counted  # type: ignore[method-assign]
+        assert fp.wait_for(lambda f: any(r.status == 204 for r in takes(f)), 10)
+        fp.delay("job-take", 0.4)  # every later take is held: a's thread's take is in flight
+        fp.delay("job-take-batch", 0.4)
+        fp.add_jobs([{"n": "a"}, {"n": "b"}])
+        assert fp.wait_results(1, 10)  # a's result: its thread now takes, held 0.4 s
+        assert wait_until(lambda: transport.meter.current == 1, 5)
+        before = len(turns)
+        b_may_end.set()
+        assert fp.wait_results(2, 10)
+        assert wait_until(lambda: transport.meter.current == 0, 5)  # the held take ended
+        during = turns[before:]
+        fp.delay("job-take", 0)
+        fp.delay("job-take-batch", 0)
+        assert run.stop() is True
+
+    feeders = [name for name, _, _ in transport.takes if "job" in name]
+    assert feeders, transport.takes  # the held take was a's thread's
+    # Without the rule, b's end woke the fetcher, whose claim_take returned 0.
+    assert 0 not in during, during

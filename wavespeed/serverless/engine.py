@@ -149,6 +149,7 @@ class Engine:
         # by a thread feeding itself (_feed); _parked counts fetchers waiting for a slot.
         self._taking = False
         self._parked = 0
+        self._draining = False  # drain() waits on _cond for every run's end
         # Per pool thread: the run whose result it is delivering (finishing),
         # whether it should take the next jobs (feed), and the job it keeps (carried).
         self._local = threading.local()
@@ -447,8 +448,10 @@ class Engine:
                 # This thread takes the next jobs itself (see _feed): the
                 # fetcher is not woken, so the slot costs no thread switch.
                 self._taking = feed = True
-            else:
+            elif not self._taking or self._draining:
                 self._cond.notify_all()
+            # else: a take is in flight; its took() wakes the fetcher for the
+            # slots free by then, so nobody is woken just to find it busy.
         for waiting in ready:
             self._launch(waiting, None)
         if feed:
@@ -536,6 +539,7 @@ class Engine:
     def drain(self, deadline: float) -> int:
         """Wait for running jobs until ``deadline``; fail the rest. Returns how many were stuck."""
         with self._cond:
+            self._draining = True
             waiting = list(self._backlog)
             self._backlog.clear()
             for run in waiting:
