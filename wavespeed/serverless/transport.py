@@ -401,17 +401,18 @@ class Transport:
         """POST ``payload`` to the ``field`` target of the job's route (``_JobRoute``)."""
         if deadline is None:
             deadline = time.monotonic() + self.config.result_deadline
-        target = field
+        where = field
         try:
             try:
                 route = self._job_route(str(job_id))
                 pool, policy = self._lane(session, template)
             except ValueError as exc:  # an unsendable header or URL: nothing to retry
                 return Delivery(Outcome.FAILED, None, describe(exc), 0)
-            target = getattr(route, field)
+            target: bytes = getattr(route, field)
+            where = target.split(b"?", 1)[0].decode("ascii")
             return self._exchange(pool, target, route.head, payload, policy, deadline)
         except Exception as exc:  # noqa: BLE001 - the delivery path must get a value, not raise
-            log.exception("posting to %s failed unexpectedly", str(target).split("?", 1)[0])
+            log.exception("posting to %s failed unexpectedly", where)
             return Delivery(Outcome.FAILED, detail=f"internal error: {describe(exc)}")
 
     def _exchange(
