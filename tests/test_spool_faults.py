@@ -158,6 +158,9 @@ def test_a_spool_write_that_fails_leaves_no_tmp_file(fp: FakePlatform, tmp_path:
         WAVESPEED_RESULT_DEADLINE="0.5",
         WAVESPEED_DRAIN_TIMEOUT="1",
         HOSTILE_FSIZE="4096",
+        # Under the 4 kB cap, a .pyc this process compiles would be cut at 4,096 bytes
+        # (one short write, then renamed into place) and break every later import.
+        PYTHONDONTWRITEBYTECODE="1",
     )
     with WorkerProcess("hostile.py", env) as proc:
         assert proc.wait_output(f"the result of job {job_id} is lost", STARTUP), proc.output()
