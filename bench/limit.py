@@ -3,6 +3,10 @@ project's environment); each prints one JSON line.
 
     python limit.py loop PORT N          the stack limit: one thread, take + done
                                          through one urllib3 connection pool
+    python limit.py own PORT N           the same loop with the requests written as the
+                                         worker writes them (wavespeed's exchange() on
+                                         the pool's connections): the limit of the
+                                         approach, with no engine, threads or logs
     python limit.py post PORT BYTES REPS a bare urllib3 POST of a BYTES-long
                                          {"output": "<string>"} body
     python limit.py cpu PORT N ITERS     the stack limit for the CPU handler: the
@@ -57,6 +61,35 @@ def loop(port, n, work=None):
     return {"jobs": jobs, "seconds": time.perf_counter() - t, "cpu_s": time.process_time() - c}
 
 
+def own(port, n):
+    """The loop of loop(), each request through the worker's own exchange()."""
+    from wavespeed.serverless.exchange import exchange, header_block, host_line
+
+    p = pool(port)
+    host = host_line(p)
+    get_head = header_block(HEADERS)
+    take = b"/v2/ep/job-take/bench-pod?gpu=bench&job_in_progress=0"
+    done = "/v2/ep/job-done/bench-pod/%s?gpu=bench&isStream=false"
+    t, c = time.perf_counter(), time.process_time()
+    jobs = 0
+    while jobs < n:
+        r = exchange(p, host, b"GET", take, get_head, None, 5.0, 70.0)
+        if r.status != 200:
+            continue  # a held take that expired: ask again
+        job = json.loads(r.data)
+        body = json.dumps({"output": {"n": job["input"]["n"] + 1}}, ensure_ascii=False,
+                          separators=(",", ":")).encode()
+        headers = dict(HEADERS)
+        headers["X-Request-ID"] = job["id"]
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        r = exchange(p, host, b"POST", (done % job["id"]).encode(), header_block(headers), body,
+                     5.0, 70.0)
+        if r.status != 200:
+            raise SystemExit("job-done answered %d" % r.status)
+        jobs += 1
+    return {"jobs": jobs, "seconds": time.perf_counter() - t, "cpu_s": time.process_time() - c}
+
+
 def cpu(port, n, iters):
     """The take + burn + done loop against the bare burn() loop, in this process.
 
@@ -105,6 +138,8 @@ if __name__ == "__main__":
     what, port = sys.argv[1], int(sys.argv[2])
     if what == "loop":
         out = loop(port, int(sys.argv[3]))
+    elif what == "own":
+        out = own(port, int(sys.argv[3]))
     elif what == "cpu":
         out = cpu(port, int(sys.argv[3]), int(sys.argv[4]))
     else:

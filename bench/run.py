@@ -381,13 +381,14 @@ def run_ours_python(ctx, args, timeout=120):
     return json.loads(r.stdout.decode().strip().splitlines()[-1])
 
 
-def run_limit(ctx, n):
+def run_limit(ctx, n, how="loop"):
     """The stack limit: a bare single-thread take + done loop through a urllib3
-    pool, against the same platform, in the same run (bench/limit.py)."""
+    pool, against the same platform, in the same run (bench/limit.py); with
+    how="own", the same loop writing its requests as the worker does."""
     plat = ctx.platform
     plat.reset(mode=ctx.args.take_mode, hold=60.0, limit=1)
-    plat.load(kind="echo", n=n, prefix="limit")
-    out = run_ours_python(ctx, [HERE / "limit.py", "loop", plat.port, n])
+    plat.load(kind="echo", n=n, prefix="limit-" + how)
+    out = run_ours_python(ctx, [HERE / "limit.py", how, plat.port, n])
     st = plat.stats()
     if st["done"] != n or st["wrong"] or st["dup"]:
         raise RuntimeError("the stack-limit loop got %r" % {k: st[k] for k in ("done", "wrong", "dup")})
@@ -423,6 +424,7 @@ def run_scenario(ctx, sdk, sc):
         ref = {}
         if sc["key"] == "trivial1":
             ref["limit"] = run_limit(ctx, sc["n"])
+            ref["own_limit"] = run_limit(ctx, sc["n"], "own")
         elif sc["key"] == "cpu20" and sdk.name == "ours":
             ref["cpu_limit"] = run_cpu_limit(ctx, sc["n"])
         elif sc["key"] == "bigout":
@@ -433,6 +435,10 @@ def run_scenario(ctx, sdk, sc):
             res["limit_jobs_per_s"] = ref["limit"]["jobs_per_s"]
             res["limit_cpu_ms_per_job"] = ref["limit"]["cpu_ms_per_job"]
             res["pct_of_limit"] = 100.0 * res["jobs_per_s"] / ref["limit"]["jobs_per_s"]
+        if "own_limit" in ref:
+            res["own_limit_jobs_per_s"] = ref["own_limit"]["jobs_per_s"]
+            res["own_limit_cpu_ms_per_job"] = ref["own_limit"]["cpu_ms_per_job"]
+            res["pct_of_own_limit"] = 100.0 * res["jobs_per_s"] / ref["own_limit"]["jobs_per_s"]
         if "cpu_limit" in ref and res.get("wall_s"):
             lim = ref["cpu_limit"]
             res["cpu_limit_s"] = lim["seconds"]
@@ -456,7 +462,7 @@ def run_scenario(ctx, sdk, sc):
     chosen = dict(runs[len(runs) // 2])
     chosen["reps"] = len(runs)
     chosen["reps_jobs_per_s"] = [r.get("jobs_per_s") for r in runs]
-    for key in ("pct_of_limit", "pct_of_bare", "pct_of_cpu_limit", "cpu_limit_pct_of_bare",
+    for key in ("pct_of_limit", "pct_of_own_limit", "pct_of_bare", "pct_of_cpu_limit", "cpu_limit_pct_of_bare",
                 "cpu_ms_per_job", "post_vs_bare", "peak_rss_growth_mb"):
         vals = sorted(r[key] for r in runs if r.get(key) is not None)
         if vals:
@@ -808,6 +814,9 @@ def _fig_rows(spec):
         ("trivial1", "trivial c=1: stack-limit loop jobs/s (ref)", val("limit_jobs_per_s"), "rate", None),
         ("trivial1", "trivial c=1: stack-limit loop CPU ms/job (ref)", val("limit_cpu_ms_per_job"), "ms", None),
         ("trivial1", "trivial c=1: % of the stack limit", val("pct_of_limit", "extrapolated"), "pct", (">=", 85)),
+        ("trivial1", "trivial c=1: own-requests loop jobs/s (ref)", val("own_limit_jobs_per_s"), "rate", None),
+        ("trivial1", "trivial c=1: own-requests loop CPU ms/job (ref)", val("own_limit_cpu_ms_per_job"), "ms", None),
+        ("trivial1", "trivial c=1: % of the own-requests loop", val("pct_of_own_limit", "extrapolated"), "pct", None),
     ]
     jobs("trivial8", "trivial c=8", bar_rate=600)
     rows.append(("trivial8", "trivial c=8: jobs/s vs c=1", val("vs_c1", "extrapolated_vs_c1"), "rate", (">=", 1.5)))
