@@ -264,12 +264,12 @@ class Delivery:
     def finish(self, box: Outbox, result: JobResult, outcome: FinalOutcome) -> None:
         """The outbox is done: tell its owner once."""
         with box.cond:
-            if box.finished.is_set():
+            if box.finished:
                 return
             box.final_state = (
                 FinalState.DONE if outcome is not FinalOutcome.SPOOLED else FinalState.SPOOLED
             )
-            box.finished.set()
+            box.finished = True
             on_done = box.on_done
             # The run, its job and this outbox refer to each other; let go of
             # the result and the callback now, so a large output is freed at

@@ -91,7 +91,7 @@ class Outbox(Channel):
         self.final_at = 0.0
         self.on_done: Optional[Done] = None
         self.spool_path: Optional[str] = None
-        self.finished = threading.Event()
+        self.finished = False  # finish() has run (under ``cond``)
         self._async_waiters: list[tuple[Any, Any]] = []
 
     # -- producers (the runner, progress_update) -----------------------------------
