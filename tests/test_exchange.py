@@ -51,6 +51,7 @@ HEADER_BLOCKS = [
     b"Bad Name: v\r\nAfter: v\r\n",
     b": empty name\r\n",
     b"From someone\r\nX: v\r\n",
+    b"X-Cr: a\rb\r\nNext: v\r\n",
 ]
 
 

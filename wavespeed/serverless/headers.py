@@ -10,13 +10,15 @@ email parser would have built (compat32's rules: the value loses leading
 blanks and the line end, nothing else).
 
 Anything else in a header block (a folded continuation line, a line
-without a colon, a name with a space or a control character) goes to the
-email parser exactly as ``http.client`` would send it, so odd answers read
-the same as before. The limits are ``http.client``'s: 65,536 bytes a line,
-100 lines.
+without a colon, a name with a space or a control character, a lone CR
+inside a line) goes to the email parser exactly as ``http.client`` would
+send it, so odd answers read the same as before. The limits are
+``http.client``'s: 65,536 bytes a line, 100 lines.
 
-Used by the pools of the hot path (``connections.TrackedAdapter``); the
-rest of the process, including the user's own ``http.client``, is untouched.
+``exchange.exchange`` reads every hot-path answer with ``Response``, and
+the connections of ``connections.TrackedAdapter``'s pools use it as their
+``response_class``; the rest of the process, including the user's own
+``http.client``, is untouched.
 """
 
 import email.parser
@@ -50,9 +52,10 @@ def parse_header_lines(lines: list[bytes]) -> http.client.HTTPMessage:
     message = http.client.HTTPMessage()
     for line in lines:
         name, colon, value = line.decode("iso-8859-1").partition(":")
-        if not colon or not _plain_name(name):
-            return _email_parse(lines)
-        message.set_raw(name, value.lstrip(" \t").rstrip("\r\n"))
+        value = value.lstrip(" \t").rstrip("\r\n")
+        if not colon or not _plain_name(name) or "\r" in value:
+            return _email_parse(lines)  # (the email parser ends a line at a lone CR too)
+        message.set_raw(name, value)
     return message
 
 
