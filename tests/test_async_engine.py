@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -58,7 +59,7 @@ from wavespeed.serverless.config import Config
 
 pytestmark = pytest.mark.timeout(90)
 
-PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
+PYTHON = sys.executable  # whichever environment runs the tests (venv, tox, conda)
 
 
 class AsyncGate:
