@@ -265,14 +265,22 @@ def test_a_job_that_ends_while_another_thread_takes_does_not_wake_the_fetcher(
     ends meanwhile. The fetcher, waiting for a slot, is not woken just to find the
     take busy: the take's end wakes it, with both slots free by then."""
     b_may_end = threading.Event()
+    engines: List[Any] = []
 
     def handler(job: Dict[str, Any]) -> Dict[str, Any]:
         if job["input"]["n"] == "b":
             assert b_may_end.wait(5)
+        else:
+            # a ends only once the fetcher, with both slots taken, waits for one:
+            # only then does a's thread take the next jobs itself (on a slow
+            # machine a could otherwise end first and free its slot to a fetcher
+            # not yet waiting, which then takes as usual)
+            assert wait_until(lambda: engines[0]._parked > 0, 5)
         return {"n": job["input"]["n"]}
 
     with recorded_worker(fp, handler, tmp_path, concurrency=2) as (run, transport):
         engine = run.worker.engine
+        engines.append(engine)
         turns: List[int] = []  # what each of the fetcher's claim_take calls returned
         claim_take = engine.claim_take
 
