@@ -64,14 +64,16 @@ def test_at_concurrency_1_the_thread_that_ran_a_job_takes_and_runs_the_next(
 ) -> None:
     ran_on: Dict[int, str] = {}
     meter = Meter()
+    engines: List[Any] = []
 
     def handler(job: Dict[str, Any]) -> Dict[str, Any]:
         with meter:
-            time.sleep(0.02)  # the fetcher is surely waiting for the slot by now
+            assert wait_until(lambda: engines[0]._parked > 0, 5)  # the fetcher waits for the slot
             ran_on[job["input"]["n"]] = threading.current_thread().name
         return {"n": job["input"]["n"]}
 
     with recorded_worker(fp, handler, tmp_path, concurrency=1) as (run, transport):
+        engines.append(run.worker.engine)
         assert fp.wait_for(lambda f: any(r.status == 204 for r in takes(f)), 10)
         ids = fp.add_jobs([{"n": n} for n in range(20)])
         assert fp.wait_results(20, 20)
@@ -84,7 +86,8 @@ def test_at_concurrency_1_the_thread_that_ran_a_job_takes_and_runs_the_next(
     assert len(by_job) == 20
     # The first job is the fetcher's; after it, every job was taken by the
     # pool thread whose job had just left, and it ran there. (Allow one take
-    # by the fetcher: on a loaded machine it may not be waiting yet.)
+    # by the fetcher: its wait times out each second, and may do so between a
+    # handler's return and the slot being freed.)
     pool_taken = [i for i, job_id in enumerate(ids) if by_job[job_id].startswith("wavespeed-job")]
     assert len(pool_taken) >= 18, [by_job[i] for i in ids]
     for n in pool_taken:
@@ -145,7 +148,15 @@ def test_an_empty_answer_to_a_pool_threads_take_is_backed_off_by_the_fetcher(
     wait the backoff (at least 25 ms: half of the first 50 ms step) rather
     than ask again at once.
     """
-    with recorded_worker(fp, echo, tmp_path, concurrency=1) as (run, transport):
+    engines: List[Any] = []
+
+    def handler(job: Dict[str, Any]) -> Dict[str, Any]:
+        # ends once the fetcher waits for the slot, so its thread takes next
+        assert wait_until(lambda: engines[0]._parked > 0, 5)
+        return job["input"]
+
+    with recorded_worker(fp, handler, tmp_path, concurrency=1) as (run, transport):
+        engines.append(run.worker.engine)
         assert fp.wait_for(lambda f: any(r.status == 204 for r in takes(f)), 10)
         job_id = fp.add_job({"v": 1})
         assert fp.wait_results(1, 10)
