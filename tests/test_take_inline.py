@@ -45,6 +45,22 @@ class RecordingTransport(Transport):
         return result
 
 
+class FetcherWaits:
+    """For a handler: wait until the worker's fetcher waits for a free slot.
+
+    Only then does the thread whose job ends take the next jobs itself; a job
+    that ends sooner (an immediate one, a slow machine) frees its slot to a
+    fetcher not yet waiting, which then takes as usual. Set ``engine`` once
+    the worker exists.
+    """
+
+    def __init__(self) -> None:
+        self.engine: Any = None
+
+    def __call__(self) -> bool:
+        return wait_until(lambda: self.engine is not None and self.engine._parked > 0, 5)
+
+
 @contextmanager
 def recorded_worker(
     fp: FakePlatform, handler: Any, tmp_path: Any, concurrency: int
@@ -64,16 +80,16 @@ def test_at_concurrency_1_the_thread_that_ran_a_job_takes_and_runs_the_next(
 ) -> None:
     ran_on: Dict[int, str] = {}
     meter = Meter()
-    engines: List[Any] = []
+    fetcher_waits = FetcherWaits()
 
     def handler(job: Dict[str, Any]) -> Dict[str, Any]:
         with meter:
-            assert wait_until(lambda: engines[0]._parked > 0, 5)  # the fetcher waits for the slot
+            assert fetcher_waits()
             ran_on[job["input"]["n"]] = threading.current_thread().name
         return {"n": job["input"]["n"]}
 
     with recorded_worker(fp, handler, tmp_path, concurrency=1) as (run, transport):
-        engines.append(run.worker.engine)
+        fetcher_waits.engine = run.worker.engine
         assert fp.wait_for(lambda f: any(r.status == 204 for r in takes(f)), 10)
         ids = fp.add_jobs([{"n": n} for n in range(20)])
         assert fp.wait_results(20, 20)
@@ -148,15 +164,14 @@ def test_an_empty_answer_to_a_pool_threads_take_is_backed_off_by_the_fetcher(
     wait the backoff (at least 25 ms: half of the first 50 ms step) rather
     than ask again at once.
     """
-    engines: List[Any] = []
+    fetcher_waits = FetcherWaits()
 
     def handler(job: Dict[str, Any]) -> Dict[str, Any]:
-        # ends once the fetcher waits for the slot, so its thread takes next
-        assert wait_until(lambda: engines[0]._parked > 0, 5)
+        assert fetcher_waits()  # so this job's thread takes next
         return job["input"]
 
     with recorded_worker(fp, handler, tmp_path, concurrency=1) as (run, transport):
-        engines.append(run.worker.engine)
+        fetcher_waits.engine = run.worker.engine
         assert fp.wait_for(lambda f: any(r.status == 204 for r in takes(f)), 10)
         job_id = fp.add_job({"v": 1})
         assert fp.wait_results(1, 10)
@@ -276,22 +291,18 @@ def test_a_job_that_ends_while_another_thread_takes_does_not_wake_the_fetcher(
     ends meanwhile. The fetcher, waiting for a slot, is not woken just to find the
     take busy: the take's end wakes it, with both slots free by then."""
     b_may_end = threading.Event()
-    engines: List[Any] = []
+    fetcher_waits = FetcherWaits()
 
     def handler(job: Dict[str, Any]) -> Dict[str, Any]:
         if job["input"]["n"] == "b":
             assert b_may_end.wait(5)
         else:
-            # a ends only once the fetcher, with both slots taken, waits for one:
-            # only then does a's thread take the next jobs itself (on a slow
-            # machine a could otherwise end first and free its slot to a fetcher
-            # not yet waiting, which then takes as usual)
-            assert wait_until(lambda: engines[0]._parked > 0, 5)
+            assert fetcher_waits()  # with both slots taken: a's thread takes next
         return {"n": job["input"]["n"]}
 
     with recorded_worker(fp, handler, tmp_path, concurrency=2) as (run, transport):
         engine = run.worker.engine
-        engines.append(engine)
+        fetcher_waits.engine = engine
         turns: List[int] = []  # what each of the fetcher's claim_take calls returned
         claim_take = engine.claim_take
 
